@@ -38,7 +38,40 @@ def mlp_spec(hidden: tuple[int, ...] = (256, 128), dropout: float = 0.1, activat
             "classes": [str(i) for i in range(num_classes)], "meta": {"arch": "mlp"}}
 
 
-ARCHITECTURES = {"mlp": mlp_spec}
+def cnn_spec(channels: tuple[int, int] = (32, 64), hidden: int = 128, dropout: float = 0.3,
+             input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> dict[str, Any]:
+    """Two blocks of two 3x3 convolutions (no padding), each block ending in 2x2 max-pooling, then a
+    dense layer: ``28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4``, so the head sees 4x4xC2 features.
+
+    Every convolution is followed by BatchNorm (so the bias is redundant and off) and ReLU. In the
+    second convolution of each block the pooling comes *before* the ReLU: max and ReLU commute
+    (both are monotone), so the result is identical while ReLU runs on a quarter of the values.
+    """
+    c1, c2 = channels
+    c, h, w = input_shape
+
+    def conv(cin: int, cout: int) -> list[dict[str, Any]]:
+        return [{"type": "Conv2D", "in_channels": cin, "out_channels": cout, "kernel_size": [3, 3],
+                 "stride": [1, 1], "padding": [0, 0], "bias": False, "init": "he"},
+                {"type": "BatchNorm", "num_features": cout, "momentum": 0.1, "eps": 1e-5}]
+
+    pool = {"type": "MaxPool2D", "kernel_size": [2, 2], "stride": [2, 2], "padding": [0, 0]}
+    relu = {"type": "ReLU"}
+    layers = [*conv(c, c1), relu, *conv(c1, c1), pool, relu, *conv(c1, c2), relu, *conv(c2, c2), pool, relu]
+    side_h, side_w = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
+    layers += [{"type": "Flatten"},
+               {"type": "Dense", "in_features": c2 * side_h * side_w, "out_features": hidden, "bias": False,
+                "init": "he"},
+               {"type": "BatchNorm", "num_features": hidden, "momentum": 0.1, "eps": 1e-5}, relu]
+    if dropout:
+        layers.append({"type": "Dropout", "p": dropout})
+    layers.append({"type": "Dense", "in_features": hidden, "out_features": num_classes, "bias": True,
+                   "init": "he"})
+    return {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "input_shape": list(input_shape),
+            "classes": [str(i) for i in range(num_classes)], "meta": {"arch": "cnn"}}
+
+
+ARCHITECTURES = {"mlp": mlp_spec, "cnn": cnn_spec}
 
 
 def build(spec: dict[str, Any], seed: int = 0, dtype=np.float32) -> Sequential:

@@ -1,6 +1,7 @@
 """The NumPy engine: layers with hand-written backward passes, losses, optimisers, schedules,
 initialisers, the `Sequential` model and its file format, gradient checking and the training loop."""
 
+from digitlab.nn.conv import AvgPool2D, BatchNorm, Conv2D, GlobalAvgPool, MaxPool2D
 from digitlab.nn.gradcheck import gradcheck, numeric_grad, relative_error
 from digitlab.nn.layers import LAYERS, Dense, Dropout, Flatten, Layer, LeakyReLU, ReLU, Sigmoid, Tanh, build_layer
 from digitlab.nn.losses import MSE, SoftmaxCrossEntropy, one_hot, softmax
@@ -10,7 +11,7 @@ from digitlab.nn.schedules import Constant, Cosine, OneCycle, StepDecay, make_sc
 from digitlab.nn.train import History, confusion_matrix, evaluate, fit
 
 __all__ = [
-    "LAYERS", "MSE", "SGD", "Adam", "Constant", "Cosine", "Dense", "Dropout", "Flatten", "History", "Layer",
+    "LAYERS", "MSE", "SGD", "Adam", "AvgPool2D", "BatchNorm", "Conv2D", "GlobalAvgPool", "MaxPool2D", "Constant", "Cosine", "Dense", "Dropout", "Flatten", "History", "Layer",
     "LeakyReLU", "OneCycle", "Optimizer", "ReLU", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "StepDecay",
     "Tanh", "build_layer", "confusion_matrix", "evaluate", "fit", "gradcheck", "load", "make_schedule",
     "numeric_grad", "one_hot", "relative_error", "softmax",

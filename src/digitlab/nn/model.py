@@ -49,7 +49,9 @@ class Sequential:
         default MLP that is a quarter of the backward FLOPs."""
         stop = 0
         if not input_grad:
-            stop = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+            stop = next((i for i, layer in enumerate(self.layers) if layer.params), None)
+            if stop is None:
+                return None
         for i in range(len(self.layers) - 1, stop - 1, -1):
             layer = self.layers[i]
             if i == stop and not input_grad:
@@ -180,13 +182,18 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a readable .npz file (no zip archive inside); is this a digitlab model?")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelFileError(f"{path}: not a readable .npz file ({exc}); is this a digitlab model?") from None
     except ValueError as exc:  # object arrays need pickle: we never load them
-        raise ModelFileError(f"{path}: refused: the file contains pickled objects ({exc})") from None
+        if "pickle" in str(exc):
+            raise ModelFileError(f"{path}: refused: the file contains pickled objects, which digitlab never "
+                                 f"loads (weights are plain arrays)") from None
+        raise ModelFileError(f"{path}: not a readable .npz file ({exc})") from None
 
 
 def parse_spec(arrays: dict[str, np.ndarray], name: str) -> dict[str, Any]:
@@ -197,7 +204,8 @@ def parse_spec(arrays: dict[str, np.ndarray], name: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{name}: the model spec is not valid JSON ({exc})") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise ModelFileError(f"{name}: not a digitlab model file (format {spec.get('format')!r})")
+        found = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
+        raise ModelFileError(f"{name}: not a digitlab model file (format {found!r}, expected {FORMAT!r})")
     if spec.get("version") != FORMAT_VERSION:
         raise ModelFileError(f"{name}: model format version {spec.get('version')} is not supported by this digitlab "
                              f"(it reads version {FORMAT_VERSION}); upgrade digitlab or re-export the model")

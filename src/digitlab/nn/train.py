@@ -85,7 +85,7 @@ def fit(
 ) -> History:
     """Train ``model`` and return its `History`.
 
-    ``checkpoint``: the best model so far (by validation accuracy, or the last one without validation
+    ``checkpoint``: the best model so far (by validation accuracy, the later epoch on ties; the last one without validation
     data) is saved there atomically. ``resume_path``: model, optimiser and history after every epoch;
     with ``resume=True`` training continues from it. ``augment(xb, rng)`` transforms each batch.
     Raises `TrainingDiverged` when the loss turns NaN/inf or exceeds ``explode_factor`` times its
@@ -146,7 +146,7 @@ def fit(
         log = EpochLog(epoch + 1, loss_sum / n, correct / n, val_loss, val_acc, optimizer.lr,
                        time.perf_counter() - t0)
         history.epochs.append(log)
-        improved = val_acc is None or history.best_val_accuracy is None or val_acc > history.best_val_accuracy
+        improved = val_acc is None or history.best_val_accuracy is None or val_acc >= history.best_val_accuracy
         if improved:
             history.best_val_accuracy, history.best_epoch = val_acc, epoch + 1
             if checkpoint is not None:
