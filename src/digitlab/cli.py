@@ -59,15 +59,22 @@ def _say(args, text: str) -> None:
     print(text, file=sys.stderr if getattr(args, "json", False) else sys.stdout, flush=True)
 
 
+ARCH_DEFAULTS = {
+    "mlp": {"hidden": (256, 128), "dropout": 0.2, "epochs": 10, "lr": 0.1},
+    "cnn": {"hidden": (128,), "dropout": 0.3, "epochs": 12, "lr": 0.05},
+}
+
+
 # -- train ---------------------------------------------------------------------------------------
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on MNIST (or any IDX data set)")
-    p.add_argument("--arch", default="mlp", help="architecture: mlp (default)")
-    p.add_argument("--hidden", type=_int_list, default=(256, 128), help="hidden widths of the mlp (256,128)")
-    p.add_argument("--dropout", type=float, default=0.2, help="dropout after each hidden layer (0.2)")
-    p.add_argument("--epochs", type=_positive(int), default=10)
+    p.add_argument("--arch", default="mlp", help="architecture: mlp (default) or cnn")
+    p.add_argument("--hidden", type=_int_list, help="hidden widths: mlp 256,128; cnn 128 (its dense layer)")
+    p.add_argument("--dropout", type=float, help="dropout before the last layer(s): mlp 0.2, cnn 0.3")
+    p.add_argument("--epochs", type=_positive(int), help="mlp 10, cnn 12")
+    p.add_argument("--augment", action="store_true", help="random shifts, rotations, scale, shear, elastic")
     p.add_argument("--batch-size", type=_positive(int), default=128)
-    p.add_argument("--lr", type=_positive(float), default=0.1, help="peak learning rate (0.1 for sgd)")
+    p.add_argument("--lr", type=_positive(float), help="peak learning rate: mlp 0.1, cnn 0.05 (sgd)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--weight-decay", type=float, default=5e-4)
@@ -93,6 +100,9 @@ def cmd_train(args) -> int:
 
     if args.arch not in ARCHITECTURES:
         raise DigitlabError(f"unknown --arch {args.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    for key, value in ARCH_DEFAULTS[args.arch].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     train = _load_data(args.data, "train", args.val_size)
     val = _load_data(args.data, "val", args.val_size)
     test = _load_data(args.data, "test")
@@ -100,8 +110,10 @@ def cmd_train(args) -> int:
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_val, x_test = to_float(val.images), to_float(test.images)
-    spec_args = {"hidden": args.hidden, "dropout": args.dropout} if args.arch == "mlp" else {}
-    spec = ARCHITECTURES[args.arch](**spec_args, input_shape=x_train.shape[1:])
+    if args.arch == "mlp":
+        spec = ARCHITECTURES["mlp"](hidden=args.hidden, dropout=args.dropout, input_shape=x_train.shape[1:])
+    else:
+        spec = ARCHITECTURES["cnn"](hidden=args.hidden[0], dropout=args.dropout, input_shape=x_train.shape[1:])
     model = build(spec, seed=args.seed)
     if args.optimizer == "sgd":
         opt = SGD(model, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov and args.momentum > 0,
@@ -114,7 +126,12 @@ def cmd_train(args) -> int:
     resume_path = out.with_name(out.stem + ".resume.npz")
     command = "digitlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     model.meta.update({"arch": args.arch, "command": command, "seed": args.seed, "data": args.data,
-                       "train_images": len(x_train), "epochs_planned": args.epochs})
+                       "train_images": len(x_train), "epochs_planned": args.epochs, "augment": args.augment})
+    augment = None
+    if args.augment:
+        from digitlab.data.augment import Augment
+
+        augment = Augment()
     _say(args, f"training {args.arch} ({model.num_params():,} parameters) on {len(x_train):,} images, "
                f"{args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}")
 
@@ -126,7 +143,7 @@ def cmd_train(args) -> int:
     history = fit(model, opt, SoftmaxCrossEntropy(), x_train, y_train, x_val=x_val, y_val=val.labels,
                   epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, schedule=schedule,
                   checkpoint=out, resume_path=resume_path, resume=args.resume,
-                  progress=not args.no_progress and sys.stderr.isatty(), on_epoch=report)
+                  augment=augment, progress=not args.no_progress and sys.stderr.isatty(), on_epoch=report)
     seconds = time.perf_counter() - t0
     best = load(out)
     _, test_acc, _ = evaluate(best, x_test, test.labels)
@@ -190,6 +207,7 @@ def add_bench(sub) -> None:
     p.add_argument("--list", action="store_true", help="name the benchmarks")
     p.add_argument("--json", action="store_true")
     p.add_argument("--pairs", type=_positive(int), default=5, help="alternating NumPy/PyTorch pairs (5)")
+    p.add_argument("--images", type=_positive(int), help="training benchmarks: only N images (a quick check)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -204,7 +222,8 @@ def cmd_bench(args) -> int:
     for name in names:
         if name not in BENCHMARKS:
             raise DigitlabError(f"unknown benchmark {name!r}; `digitlab bench --list` names them")
-        result = BENCHMARKS[name].run(pairs=args.pairs, log=lambda t: print(t, file=sys.stderr, flush=True))
+        result = BENCHMARKS[name].run(pairs=args.pairs, images=args.images,
+                                      log=lambda t: print(t, file=sys.stderr, flush=True))
         if args.json:
             print(json.dumps(result))
         else:

@@ -1,5 +1,14 @@
 """Benchmarks (`digitlab bench NAME`), each side in its own process; see `harness`."""
 
-from digitlab.bench import mlp_train
+from digitlab.bench.layers import ConvLayerBench, InferBench
+from digitlab.bench.train_epoch import TrainEpochBench
 
-BENCHMARKS = {"mlp-train": mlp_train}
+BENCHMARKS = {
+    "mlp-train": TrainEpochBench(
+        "mlp-train", "mlp", 128, "one MLP training epoch (784-256-128-10, 60k images, batch 128), NumPy vs PyTorch"),
+    "cnn-train": TrainEpochBench(
+        "cnn-train", "cnn", 128, "one epoch of the default CNN (60k images, batch 128), NumPy vs PyTorch",
+        torch_layouts=("nchw", "channels_last")),
+    "conv-layer": ConvLayerBench(),
+    "infer": InferBench(),
+}

@@ -11,8 +11,8 @@ from digitlab.nn.schedules import Constant, Cosine, OneCycle, StepDecay, make_sc
 from digitlab.nn.train import History, confusion_matrix, evaluate, fit
 
 __all__ = [
-    "LAYERS", "MSE", "SGD", "Adam", "AvgPool2D", "BatchNorm", "Conv2D", "GlobalAvgPool", "MaxPool2D", "Constant", "Cosine", "Dense", "Dropout", "Flatten", "History", "Layer",
-    "LeakyReLU", "OneCycle", "Optimizer", "ReLU", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "StepDecay",
-    "Tanh", "build_layer", "confusion_matrix", "evaluate", "fit", "gradcheck", "load", "make_schedule",
-    "numeric_grad", "one_hot", "relative_error", "softmax",
+    "LAYERS", "MSE", "SGD", "Adam", "AvgPool2D", "BatchNorm", "Constant", "Conv2D", "Cosine", "Dense", "Dropout",
+    "Flatten", "GlobalAvgPool", "History", "Layer", "LeakyReLU", "MaxPool2D", "OneCycle", "Optimizer", "ReLU",
+    "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "StepDecay", "Tanh", "build_layer", "confusion_matrix",
+    "evaluate", "fit", "gradcheck", "load", "make_schedule", "numeric_grad", "one_hot", "relative_error", "softmax",
 ]

@@ -77,6 +77,12 @@ class Conv2D(Layer):
     - ``dL/dcols = G @ Wm.T``, and since ``cols`` holds copies of input pixels, each pixel's gradient
       is the sum over the windows that contain it: a scatter-add that loops over the KH*KW kernel
       offsets (``dxpad[:, kh::s, kw::s] += dcols[:, :, :, kh, kw]``), never over output pixels.
+      For stride 1 the same sum is computed as a convolution of the padded G with the flipped kernel
+      (`_input_grad_full`), which is faster; the tests check both paths.
+
+    The batch is processed in chunks of a few MB of columns (``CHUNK_BYTES``) so that each chunk's
+    im2col copy is still in cache when the matmul reads it; backward recomputes the columns chunk by
+    chunk instead of keeping the whole (N*OH*OW, KH*KW*C) matrix alive.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0,
@@ -151,23 +157,57 @@ class Conv2D(Layer):
         g = np.ascontiguousarray(nhwc(dout))
         wm = self._weight_matrix()
         dwm = np.zeros_like(wm)
-        dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dout.dtype) if self.need_input_grad else None
         step = self._chunk(oh, ow)
         for s in range(0, n, step):
             e = min(n, s + step)
-            gc = g[s:e].reshape(-1, f)
-            dwm += self._columns(self.xp, s, e, oh, ow).T @ gc  # recomputed while hot in cache
-            if dxp is None:
-                continue
-            dcols = (gc @ wm.T).reshape(e - s, oh, ow, kh, kw, c)
+            dwm += self._columns(self.xp, s, e, oh, ow).T @ g[s:e].reshape(-1, f)  # recomputed while in cache
+        self.grads["W"][...] = dwm.reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
+        if self.bias:
+            np.sum(g.reshape(-1, f), axis=0, out=self.grads["b"])
+        if not self.need_input_grad:
+            return None
+        dxp = self._input_grad_full(g) if (sh, sw) == (1, 1) else self._input_grad_scatter(g, wm)
+        return nchw(dxp[:, ph:ph + h, pw:pw + w, :])
+
+    def _input_grad_scatter(self, g: np.ndarray, wm: np.ndarray) -> np.ndarray:
+        """dL/dxpad by scatter-add: ``dcols = G @ Wm.T``, then one strided add per kernel offset."""
+        n, c, h, w = self.in_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        _, oh, ow, f = g.shape
+        dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), g.dtype)
+        step = self._chunk(oh, ow)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            dcols = (g[s:e].reshape(-1, f) @ wm.T).reshape(e - s, oh, ow, kh, kw, c)
             dx_chunk = dxp[s:e]
             for i in range(kh):
                 for j in range(kw):
                     dx_chunk[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :] += dcols[:, :, :, i, j, :]
-        self.grads["W"][...] = dwm.reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
-        if self.bias:
-            np.sum(g.reshape(-1, f), axis=0, out=self.grads["b"])
-        return None if dxp is None else nchw(dxp[:, ph:ph + h, pw:pw + w, :])
+        return dxp
+
+    def _input_grad_full(self, g: np.ndarray) -> np.ndarray:
+        """dL/dxpad for stride 1 as a convolution: the gradient, zero-padded by the kernel size less one,
+        correlated with the kernel flipped in both axes and its channel axes swapped:
+        ``dxpad[n, y, x, c] = sum_{u, v, f} gpad[n, y + u, x + v, f] * W[f, c, KH-1-u, KW-1-v]``.
+        The scatter gives the same numbers; as one matmul with inner size KH*KW*F it runs about twice as
+        fast, because ``G @ Wm.T`` has inner size F only (measured: conv 32->32 on 26x26)."""
+        n, c, h, w = self.in_shape
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        _, oh, ow, f = g.shape
+        hp, wp = h + 2 * ph, w + 2 * pw
+        gp, _ = self.buf.get("gpad", (n, oh + 2 * (kh - 1), ow + 2 * (kw - 1), f), g.dtype, zero=True)
+        gp[:, kh - 1:kh - 1 + oh, kw - 1:kw - 1 + ow] = g
+        wflip = self.params["W"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * f, c)
+        dxp = np.empty((n, hp, wp, c), g.dtype)
+        per_image = hp * wp * kh * kw * f * g.itemsize
+        step = max(1, CHUNK_BYTES // per_image)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            win = sliding_window_view(gp[s:e], (kh, kw), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
+            cols, _ = self.buf.get(f"gcols{e - s}", win.shape, g.dtype)
+            np.copyto(cols, win)
+            np.matmul(cols.reshape(-1, kh * kw * f), wflip, out=dxp[s:e].reshape(-1, c))
+        return dxp
 
     def spec(self) -> dict[str, Any]:
         return {"type": "Conv2D", "in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -176,6 +216,13 @@ class Conv2D(Layer):
 
 
 class _Pool(Layer):
+    """Shared window bookkeeping of the pooling layers.
+
+    Windows are never copied: for each of the KH*KW kernel offsets ``(u, v)``, the input values at that
+    offset of every window form one strided view ``xpad[:, u::s, v::s]`` of output size. Forward and
+    backward are KH*KW element-wise operations on such views, never a loop over output pixels.
+    """
+
     def __init__(self, kernel_size=2, stride=None, padding=0) -> None:
         super().__init__()
         self.kernel_size = _pair(kernel_size)
@@ -183,19 +230,19 @@ class _Pool(Layer):
         self.padding = _pair(padding)
         if self.padding[0] * 2 > self.kernel_size[0] or self.padding[1] * 2 > self.kernel_size[1]:
             raise ValueError("pool padding must be at most half the kernel size (as in PyTorch)")
-        self.buf = _Buffers()
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{type(self).__name__}: input {h}x{w} is smaller than the window {kh}x{kw}")
+        return oh, ow
 
-    def _tiled(self, h: int, w: int) -> bool:
-        """Non-overlapping windows that tile the input exactly: windows are a reshape."""
-        return (self.kernel_size == self.stride and self.padding == (0, 0)
-                and h % self.kernel_size[0] == 0 and w % self.kernel_size[1] == 0)
+    def _overlapping(self) -> bool:
+        return self.stride[0] < self.kernel_size[0] or self.stride[1] < self.kernel_size[1]
 
     def _padded(self, xh: np.ndarray, fill: float) -> np.ndarray:
-        (ph, pw) = self.padding
+        ph, pw = self.padding
         if not (ph or pw):
             return xh
         n, h, w, c = xh.shape
@@ -203,29 +250,12 @@ class _Pool(Layer):
         xp[:, ph:ph + h, pw:pw + w] = xh
         return xp
 
-    def _windows(self, xp: np.ndarray, oh: int, ow: int) -> np.ndarray:
-        """``(N, OH, OW, KH*KW, C)`` copy of every window, offsets in row-major order."""
+    def _offsets(self, xp: np.ndarray, oh: int, ow: int):
+        """``(k, view)`` for each kernel offset in row-major order; ``view`` is ``(N, OH, OW, C)``."""
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        n, _, _, c = xp.shape
-        if self._tiled(*xp.shape[1:3]):
-            win = xp.reshape(n, oh, kh, ow, kw, c).transpose(0, 1, 3, 2, 4, 5)
-        else:
-            win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw]
-            win = win.transpose(0, 1, 2, 4, 5, 3)
-        return np.ascontiguousarray(win).reshape(n, oh, ow, kh * kw, c)
-
-    def _scatter(self, dwin: np.ndarray, padded_hw: tuple[int, int]) -> np.ndarray:
-        """Sum window gradients ``(N, OH, OW, KH*KW, C)`` back onto the (padded) input, NHWC."""
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        n, oh, ow, _, c = dwin.shape
-        hp, wp = padded_hw
-        if self._tiled(hp, wp):
-            return dwin.reshape(n, oh, ow, kh, kw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hp, wp, c)
-        dxp = np.zeros((n, hp, wp, c), dwin.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                dxp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw] += dwin[:, :, :, i * kw + j]
-        return dxp
+        for u in range(kh):
+            for v in range(kw):
+                yield u * kw + v, xp[:, u:u + (oh - 1) * sh + 1:sh, v:v + (ow - 1) * sw + 1:sw]
 
     def spec(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "kernel_size": list(self.kernel_size), "stride": list(self.stride),
@@ -246,18 +276,31 @@ class MaxPool2D(_Pool):
         n, c, h, w = x.shape
         oh, ow = self.output_size(h, w)
         xp = self._padded(nhwc(x), -np.inf)
-        win = self._windows(xp, oh, ow)
-        self.arg = win.argmax(axis=3)[:, :, :, None, :]
-        self.shapes = (x.shape, xp.shape[1:3])
-        return nchw(np.take_along_axis(win, self.arg, axis=3)[:, :, :, 0, :])
+        views = [view for _, view in self._offsets(xp, oh, ow)]
+        out = views[0].copy()
+        for view in views[1:]:
+            np.maximum(out, view, out=out)
+        # index of the first offset holding the max: arg = sum_k prod_{j<=k} [v_j != max]
+        arg = np.zeros(out.shape, np.uint8 if len(views) < 256 else np.int32)
+        not_yet = np.ones(out.shape, np.uint8)
+        for view in views[:-1]:
+            not_yet &= (view != out).view(np.uint8)
+            arg += not_yet
+        self.arg, self.shapes = arg, (x.shape, xp.shape)
+        return nchw(out)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        (n, c, h, w), (hp, wp) = self.shapes
-        kh, kw = self.kernel_size
-        _, oh, ow, _, _ = self.arg.shape
-        dwin = np.zeros((n, oh, ow, kh * kw, c), dout.dtype)
-        np.put_along_axis(dwin, self.arg, nhwc(dout)[:, :, :, None, :], axis=3)
-        dxp = self._scatter(dwin, (hp, wp))
+        (n, c, h, w), padded_shape = self.shapes
+        g = nhwc(dout)
+        oh, ow = g.shape[1:3]
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        tiled = not self._overlapping() and padded_shape[1] == oh * kh and padded_shape[2] == ow * kw
+        dxp = (np.empty if tiled else np.zeros)(padded_shape, dout.dtype)
+        for k, view in self._offsets(dxp, oh, ow):
+            if self._overlapping():
+                view += g * (self.arg == k)
+            else:  # every input element is in at most one window: write, don't add
+                np.multiply(g, self.arg == k, out=view)
         ph, pw = self.padding
         return nchw(dxp[:, ph:ph + h, pw:pw + w])
 
@@ -274,15 +317,19 @@ class AvgPool2D(_Pool):
         n, c, h, w = x.shape
         oh, ow = self.output_size(h, w)
         xp = self._padded(nhwc(x), 0.0)
-        self.shapes = (x.shape, xp.shape[1:3])
-        return nchw(self._windows(xp, oh, ow).mean(axis=3))
+        self.shapes = (x.shape, xp.shape)
+        out = np.zeros((n, oh, ow, c), x.dtype)
+        for _, view in self._offsets(xp, oh, ow):
+            out += view
+        out *= x.dtype.type(1 / (self.kernel_size[0] * self.kernel_size[1]))
+        return nchw(out)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        (n, c, h, w), (hp, wp) = self.shapes
-        kh, kw = self.kernel_size
-        g = nhwc(dout) * dout.dtype.type(1 / (kh * kw))
-        dwin = np.broadcast_to(g[:, :, :, None, :], (n, g.shape[1], g.shape[2], kh * kw, c))
-        dxp = self._scatter(np.ascontiguousarray(dwin), (hp, wp))
+        (n, c, h, w), padded_shape = self.shapes
+        g = nhwc(dout) * dout.dtype.type(1 / (self.kernel_size[0] * self.kernel_size[1]))
+        dxp = np.zeros(padded_shape, dout.dtype)
+        for _, view in self._offsets(dxp, *g.shape[1:3]):
+            view += g
         ph, pw = self.padding
         return nchw(dxp[:, ph:ph + h, pw:pw + w])
 
@@ -348,9 +395,9 @@ class BatchNorm(Layer):
             m = rows.shape[0]
             if m < 2:
                 raise ValueError("BatchNorm in training needs more than one value per channel (batch of 1?)")
-            mean = rows.mean(axis=0)
+            mean = self._colsum(rows) * t(1 / m)  # column sums as a matmul: 5x faster than .sum(axis=0)
             centred = rows - mean
-            var = np.mean(centred * centred, axis=0)
+            var = np.einsum("mc,mc->c", centred, centred) * t(1 / m)
             mom = t(self.momentum)
             self.buffers["running_mean"] *= 1 - mom
             self.buffers["running_mean"] += mom * mean
@@ -368,17 +415,24 @@ class BatchNorm(Layer):
         out += self.params["beta"]
         return self._unrows(out, x.shape)
 
+    def _colsum(self, rows: np.ndarray) -> np.ndarray:
+        ones = getattr(self, "_ones", None)
+        if ones is None or ones.shape[0] != rows.shape[0] or ones.dtype != rows.dtype:
+            ones = self._ones = np.ones(rows.shape[0], rows.dtype)
+        return ones @ rows
+
     def backward(self, dout: np.ndarray) -> np.ndarray:
         g = self._rows(dout)
-        self.grads["beta"][...] = g.sum(axis=0)
+        self.grads["beta"][...] = self._colsum(g)
         self.grads["gamma"][...] = np.einsum("mc,mc->c", g, self.xhat)
         scale = self.params["gamma"] * self.inv_std
         if not self.training:
             return self._unrows(g * scale, self.shape)
         m = g.shape[0]
         t = g.dtype.type
-        dx = g - self.grads["beta"] * t(1 / m)
-        dx -= self.xhat * (self.grads["gamma"] * t(1 / m))
+        dx = self.xhat * (self.grads["gamma"] * t(-1 / m))
+        dx += g
+        dx -= self.grads["beta"] * t(1 / m)
         dx *= scale
         return self._unrows(dx, self.shape)
 
