@@ -293,7 +293,7 @@ class MaxPool2D(_Pool):
         (n, c, h, w), padded_shape = self.shapes
         g = nhwc(dout)
         oh, ow = g.shape[1:3]
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        kh, kw = self.kernel_size
         tiled = not self._overlapping() and padded_shape[1] == oh * kh and padded_shape[2] == ow * kw
         dxp = (np.empty if tiled else np.zeros)(padded_shape, dout.dtype)
         for k, view in self._offsets(dxp, oh, ow):
