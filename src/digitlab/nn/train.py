@@ -87,7 +87,8 @@ def fit(
 
     ``checkpoint``: the best model so far (by validation accuracy, the later epoch on ties; the last
     one without validation data) is saved there atomically. ``resume_path``: model, optimiser and
-    history after every epoch; with ``resume=True`` training continues from it. ``augment(xb, rng)`` transforms each batch.
+    history after every epoch; with ``resume=True`` training continues from it.
+    ``augment(xb, rng)`` transforms each training batch.
     Raises `TrainingDiverged` when the loss turns NaN/inf or exceeds ``explode_factor`` times its
     starting value; the checkpoints written so far are kept.
     """
