@@ -151,15 +151,34 @@ def cmd_train(args) -> int:
                       "best_epoch": history.best_epoch, "train_seconds": round(seconds, 1),
                       "machine": f"{platform.machine()}, {os.cpu_count()} cpus"})
     best.save(out)
+    card = write_card(best, out, history)
     summary = {"arch": args.arch, "test_accuracy": test_acc, "val_accuracy": history.best_val_accuracy,
                "best_epoch": history.best_epoch, "epochs": len(history.epochs), "seconds": round(seconds, 2),
-               "params": best.num_params(), "model": str(out)}
+               "params": best.num_params(), "model": str(out), "card": str(card)}
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"best epoch {history.best_epoch}: val accuracy {history.best_val_accuracy:.4f}, "
               f"test accuracy {test_acc:.4f} ({seconds:.1f}s); saved {out}")
     return 0
+
+
+def write_card(model, path: Path, history) -> Path:
+    """The model card beside the weights (``NAME.json``): what it is, how it was made, how good it is."""
+    import numpy as _np
+
+    from digitlab import __version__
+
+    card = {
+        "model": path.name, "digitlab": __version__, "numpy": _np.__version__, "python": platform.python_version(),
+        "architecture": model.spec()["layers"], "params": model.num_params(), **model.meta,
+        "history": [vars(e) for e in history.epochs],
+    }
+    card_path = path.with_suffix(".json")
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    os.replace(tmp, card_path)
+    return card_path
 
 
 # -- eval ----------------------------------------------------------------------------------------
