@@ -62,13 +62,14 @@ def _say(args, text: str) -> None:
 ARCH_DEFAULTS = {
     "mlp": {"hidden": (256, 128), "dropout": 0.2, "epochs": 10, "lr": 0.1},
     "cnn": {"hidden": (128,), "dropout": 0.3, "epochs": 12, "lr": 0.05},
+    "cnn5": {"hidden": (128,), "dropout": 0.3, "epochs": 12, "lr": 0.05},
 }
 
 
 # -- train ---------------------------------------------------------------------------------------
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on MNIST (or any IDX data set)")
-    p.add_argument("--arch", default="mlp", help="architecture: mlp (default) or cnn")
+    p.add_argument("--arch", default="mlp", help="architecture: mlp (default), cnn, cnn5")
     p.add_argument("--hidden", type=_int_list, help="hidden widths: mlp 256,128; cnn 128 (its dense layer)")
     p.add_argument("--dropout", type=float, help="dropout before the last layer(s): mlp 0.2, cnn 0.3")
     p.add_argument("--epochs", type=_positive(int), help="mlp 10, cnn 12")
@@ -113,7 +114,7 @@ def cmd_train(args) -> int:
     if args.arch == "mlp":
         spec = ARCHITECTURES["mlp"](hidden=args.hidden, dropout=args.dropout, input_shape=x_train.shape[1:])
     else:
-        spec = ARCHITECTURES["cnn"](hidden=args.hidden[0], dropout=args.dropout, input_shape=x_train.shape[1:])
+        spec = ARCHITECTURES[args.arch](hidden=args.hidden[0], dropout=args.dropout, input_shape=x_train.shape[1:])
     model = build(spec, seed=args.seed)
     if args.optimizer == "sgd":
         opt = SGD(model, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov and args.momentum > 0,
