@@ -1,0 +1,409 @@
+"""Find and read every handwritten digit in a photo: the recogniser's stages.
+
+Each stage is a small function of an image and the `PipelineConfig`, testable alone:
+
+``grayscale -> downscale -> flatten_illumination -> blur -> binarize -> remove_lines -> clean
+-> candidates (connected components) -> filter -> merge pieces -> split wide boxes -> normalise
+-> classify (+ reject) -> group into lines and numbers``.
+
+Boxes are always reported in pixels of the input image, whatever the working scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+
+
+@dataclass
+class PipelineConfig:
+    """Every parameter of the recogniser in one place."""
+
+    max_side: int = 1600            # larger images are downscaled first (boxes still in input pixels)
+    flatten: bool = True            # divide out the paper background (shadows, gradients)
+    background_frac: float = 0.04   # closing kernel as a fraction of the working image's longer side
+    blur_sigma: float = 0.8
+    threshold: str = "auto"         # "otsu", "adaptive" or "auto"
+    adaptive_block_frac: float = 0.03
+    min_contrast: float = 0.12      # ink must be at least this much darker than the paper (0..1)
+    hysteresis: float = 0.5         # weak ink down to this fraction of the threshold joins touching strong ink
+    remove_lines: bool = True       # ruled lines and grid paper
+    line_frac: float = 0.4          # a straight run longer than this fraction of the side is a line ...
+    line_thickness: float = 0.012   # ... if it is at most this fraction of the side thick (a pen stroke is thicker)
+    drop_border: bool = True        # candidates touching the image border are the page's edge, not digits
+    open_px: int = 0                # morphological opening (specks); 0 = none
+    close_px: int = 0               # morphological closing (broken strokes); 0 = none
+    min_height_frac: float = 0.012  # candidates smaller than this fraction of the longer side are noise
+    min_height_px: int = 8
+    max_height_frac: float = 0.8
+    min_rel_height: float = 0.35    # ... or smaller than this fraction of the median candidate height
+    max_aspect: float = 6.0         # wider than tall by more than this: a dash or a line
+    min_density: float = 0.04
+    max_density: float = 0.92
+    merge_overlap: float = 0.5      # pieces overlapping horizontally by this fraction are one digit
+    split_aspect: float = 1.3       # a box wider than this times its height may hold touching digits ...
+    split_relative: float = 1.6     # ... and so may one this much wider than the median candidate
+    split_margin: float = 0.05      # a split must raise the mean confidence by this much to be taken
+    digit_aspect: float = 0.72      # typical width / height of one handwritten digit
+    stroke_norm: bool = True
+    deskew: bool = False
+    reject_threshold: float | None = None   # None: the model's calibrated threshold (or 0.5)
+    line_overlap: float = 0.5       # boxes share a text line when their vertical overlap exceeds this
+    number_gap: float = 0.9         # a gap wider than this times the digit height starts a new number
+    pad: int = 0                    # pad the image with paper before processing (for frame-filling crops)
+
+
+@dataclass
+class Candidate:
+    """One box that may hold a digit: in working pixels until `PipelineResult` maps it back."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    mask: np.ndarray | None = None  # binary ink of this candidate within its box
+    split_from: int | None = None
+
+    @property
+    def cx(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+
+@dataclass
+class Digit:
+    box: tuple[int, int, int, int]
+    label: int
+    confidence: float
+    top3: list[tuple[int, float]]
+    image: np.ndarray  # the 28x28 model input
+
+    def to_json(self) -> dict:
+        return {"box": list(self.box), "label": self.label, "confidence": round(self.confidence, 4),
+                "top3": [[k, round(p, 4)] for k, p in self.top3]}
+
+
+@dataclass
+class Number:
+    text: str
+    box: tuple[int, int, int, int]
+    digits: list[Digit]
+    line: int = 0  # index of its text line, top to bottom
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "box": list(self.box)}
+
+
+@dataclass
+class PipelineResult:
+    width: int
+    height: int
+    digits: list[Digit]
+    numbers: list[Number]
+    rejected: int
+    rejected_boxes: list[tuple[int, int, int, int]]
+    ms: dict[str, float]
+    debug: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_json(self, image: str = "") -> dict:
+        return {"image": image, "width": self.width, "height": self.height,
+                "digits": [d.to_json() for d in self.digits], "rejected": self.rejected,
+                "numbers": [n.to_json() for n in self.numbers],
+                "ms": {k: round(v, 2) for k, v in self.ms.items()}}
+
+
+# -- stages --------------------------------------------------------------------------------------
+def grayscale(img: np.ndarray) -> np.ndarray:
+    """uint8 gray from gray, BGR or BGRA input."""
+    if img.ndim == 2:
+        return img if img.dtype == np.uint8 else np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return img[:, :, 0]
+    raise ValueError(f"expected a gray or colour image, got an array of shape {img.shape}")
+
+
+def downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Shrink so the longer side is at most ``max_side``; returns the image and the scale applied."""
+    side = max(gray.shape)
+    if side <= max_side:
+        return gray, 1.0
+    s = max_side / side
+    return cv2.resize(gray, (max(1, round(gray.shape[1] * s)), max(1, round(gray.shape[0] * s))),
+                      interpolation=cv2.INTER_AREA), s
+
+
+def estimate_background(gray: np.ndarray, frac: float) -> np.ndarray:
+    """The paper without the ink: a grey closing (max then min filter) wider than any stroke removes
+    dark ink, then a blur smooths it. Done at quarter resolution, which is 16x cheaper and the
+    background is smooth anyway."""
+    h, w = gray.shape
+    f = 4 if min(h, w) >= 64 else 1
+    small = cv2.resize(gray, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA) if f > 1 else gray
+    k = max(3, int(frac * max(h, w) / f) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)
+    bg = cv2.GaussianBlur(bg, (0, 0), k / 2)
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR) if f > 1 else bg
+
+
+def flatten_illumination(gray: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
+    """Ink map in [0, 255], ink bright: ``255 * (1 - gray / background)``; shadows and gradients divide out."""
+    bg = estimate_background(gray, cfg.background_frac).astype(np.float32)
+    ratio = gray.astype(np.float32) / np.maximum(bg, 1.0)
+    return np.clip(255 * (1 - ratio), 0, 255).astype(np.uint8)
+
+
+def blur(ink: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
+    return cv2.GaussianBlur(ink, (0, 0), cfg.blur_sigma) if cfg.blur_sigma > 0 else ink
+
+
+def bimodality(ink: np.ndarray) -> float:
+    """Otsu's separability eta = between-class variance / total variance, in [0, 1]: near 1 for clean
+    two-level images (ink and paper), low when noise or texture blur the two modes."""
+    hist = np.bincount(ink.ravel(), minlength=256).astype(np.float64)
+    p = hist / max(hist.sum(), 1)
+    levels = np.arange(256)
+    omega, mu = np.cumsum(p), np.cumsum(p * levels)
+    mu_t = mu[-1]
+    var_t = np.sum(p * (levels - mu_t) ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu_t * omega - mu) ** 2 / (omega * (1 - omega))
+    between = np.nan_to_num(between)
+    return float(between.max() / var_t) if var_t > 0 else 0.0
+
+
+def binarize(ink: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, str]:
+    """Binary ink mask (255 = ink) and the method used. ``auto`` takes Otsu on the flattened image when
+    it is bimodal, else adaptive Gaussian thresholding; either way ink must reach ``min_contrast``."""
+    method = cfg.threshold
+    if method == "auto":
+        method = "otsu" if bimodality(ink) > 0.55 else "adaptive"
+    floor = int(255 * cfg.min_contrast)
+    if method == "otsu":
+        t, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        t = max(t, floor)
+        _, strong = cv2.threshold(ink, t, 255, cv2.THRESH_BINARY)
+        # hysteresis: weaker ink (a marker's shiny core, a fading stroke) counts when it touches strong ink
+        _, weak = cv2.threshold(ink, max(floor, cfg.hysteresis * t), 255, cv2.THRESH_BINARY)
+        n, labels = cv2.connectedComponents(weak, connectivity=8)
+        keep = np.zeros(n, bool)
+        keep[np.unique(labels[strong > 0])] = True
+        keep[0] = False
+        mask = np.where(keep[labels], 255, 0).astype(np.uint8)
+    elif method == "adaptive":
+        block = max(3, int(cfg.adaptive_block_frac * max(ink.shape)) | 1)
+        mask = cv2.adaptiveThreshold(ink, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, -floor // 2)
+        mask[ink < floor] = 0
+    else:
+        raise ValueError(f"unknown threshold method {method!r}; choose otsu, adaptive or auto")
+    return mask, method
+
+
+def remove_lines(mask: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
+    """Erase straight horizontal and vertical runs much longer than a digit (ruled lines, grids, page
+    edges); the small gaps they leave in crossing strokes are closed again."""
+    h, w = mask.shape
+    lines = np.zeros_like(mask)
+    max_thick = max(3, int(cfg.line_thickness * max(h, w)))
+    for length, horizontal in ((int(cfg.line_frac * w), True), (int(cfg.line_frac * h), False)):
+        if length < 15:
+            continue
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1) if horizontal else (1, length))
+        runs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+        if not runs.any():
+            continue
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
+        thickness = stats[:, cv2.CC_STAT_HEIGHT if horizontal else cv2.CC_STAT_WIDTH]
+        thin = (thickness <= max_thick)
+        thin[0] = False
+        lines |= np.where(thin[labels], 255, 0).astype(np.uint8)
+    if not lines.any():
+        return mask
+    lines = cv2.dilate(lines, np.ones((3, 3), np.uint8))
+    out = mask & ~lines
+    return cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+
+
+def clean(mask: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
+    if cfg.open_px > 0:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((cfg.open_px, cfg.open_px), np.uint8))
+    if cfg.close_px > 0:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((cfg.close_px, cfg.close_px), np.uint8))
+    return mask
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, list[Candidate]]:
+    """Connected components (8-connected) as candidates with their own ink masks."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    cands = []
+    for i in range(1, n):
+        x, y, w, h, _area = (int(v) for v in stats[i])
+        cands.append(Candidate(x, y, w, h, (labels[y:y + h, x:x + w] == i)))
+    return labels, cands
+
+
+def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: PipelineConfig) -> list[Candidate]:
+    """Drop specks, lines, huge blobs and boxes too empty or too full of ink to be strokes."""
+    side = max(shape)
+    min_h = max(cfg.min_height_px, cfg.min_height_frac * side)
+    keep = []
+    for c in cands:
+        if cfg.drop_border and (c.x == 0 or c.y == 0 or c.x + c.w >= shape[1] or c.y + c.h >= shape[0]):
+            continue
+        if c.h < min_h and c.w < min_h:
+            continue
+        if c.h > cfg.max_height_frac * shape[0] or c.w > cfg.max_height_frac * shape[1]:
+            continue
+        if c.w > cfg.max_aspect * c.h:
+            continue
+        density = float(c.mask.mean()) if c.mask is not None else 0.5
+        if not cfg.min_density <= density <= cfg.max_density:
+            continue
+        keep.append(c)
+    if len(keep) >= 3:  # relative to the typical candidate: drop stray dots near big digits
+        med = float(np.median([c.h for c in keep]))
+        keep = [c for c in keep if max(c.h, c.w * 1.5) >= cfg.min_rel_height * med]
+    return keep
+
+
+def _union(a: Candidate, b: Candidate) -> Candidate:
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    for c in (a, b):
+        mask[c.y - y0:c.y - y0 + c.h, c.x - x0:c.x - x0 + c.w] |= c.mask
+    return Candidate(x0, y0, x1 - x0, y1 - y0, mask)
+
+
+def merge_pieces(cands: list[Candidate], cfg: PipelineConfig) -> list[Candidate]:
+    """Join pieces of one digit (a 5's flag, a 4 in two strokes, a broken stroke): boxes that overlap
+    horizontally by ``merge_overlap`` of the narrower one and are vertically close."""
+    cands = sorted(cands, key=lambda c: c.x)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(cands)):
+            for j in range(i + 1, len(cands)):
+                a, b = cands[i], cands[j]
+                if b.x > a.x + a.w:
+                    break
+                overlap = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+                gap = max(a.y, b.y) - min(a.y + a.h, b.y + b.h)
+                tall = max(a.h, b.h)
+                if overlap >= cfg.merge_overlap * min(a.w, b.w) and gap < 0.25 * tall:
+                    u = _union(a, b)
+                    if u.h <= 2.2 * tall:
+                        cands[i] = u
+                        del cands[j]
+                        changed = True
+                        break
+            if changed:
+                break
+    return cands
+
+
+def split_candidate(c: Candidate, parts: int) -> list[Candidate]:
+    """Cut one box into ``parts`` at the ink-projection minima nearest to equal spacing."""
+    profile = np.convolve(c.mask.sum(axis=0).astype(np.float32), np.ones(3) / 3, mode="same")
+    cuts, prev = [], 0
+    for k in range(1, parts):
+        centre = int(k * c.w / parts)
+        lo, hi = max(prev + 2, centre - c.w // (3 * parts)), min(c.w - 2, centre + c.w // (3 * parts))
+        if hi <= lo:
+            continue
+        cut = lo + int(np.argmin(profile[lo:hi]))
+        cuts.append(cut)
+        prev = cut
+    out = []
+    edges = [0, *cuts, c.w]
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        sub = c.mask[:, a:b]
+        rows = np.nonzero(sub.any(axis=1))[0]
+        cols = np.nonzero(sub.any(axis=0))[0]
+        if rows.size == 0:
+            continue
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        out.append(Candidate(c.x + a + x0, c.y + y0, x1 - x0, y1 - y0, sub[y0:y1, x0:x1]))
+    return out
+
+
+def split_options(cands: list[Candidate], cfg: PipelineConfig) -> list[list[list[Candidate]]]:
+    """For each candidate, the readings to choose from: ``[[c]]``, or for a box much wider than a digit
+    (``split_aspect`` times its height, or ``split_relative`` times the median width) also the cut into
+    2..k pieces. The recogniser keeps the option the model is most confident about."""
+    if not cands:
+        return []
+    med_w = float(np.median([c.w for c in cands]))
+    options = []
+    for c in cands:
+        opts = [[c]]
+        aspect = c.w / max(c.h, 1)
+        wide = aspect >= cfg.split_aspect or (len(cands) >= 3 and c.w >= cfg.split_relative * med_w
+                                             and aspect >= 0.8)
+        if wide and c.mask is not None:
+            guess = max(round(aspect / cfg.digit_aspect), round(c.w / med_w) if len(cands) >= 3 else 2)
+            for parts in sorted({2, int(np.clip(guess, 2, 8))}):
+                pieces = split_candidate(c, parts)
+                if len(pieces) > 1:
+                    opts.append(pieces)
+        options.append(opts)
+    return options
+
+
+def group_numbers(digits: list[Digit], cfg: PipelineConfig) -> list[Number]:
+    """Lines top to bottom (boxes overlapping vertically by ``line_overlap`` of the shorter), digits left
+    to right, and a new number wherever the gap exceeds ``number_gap`` times the line's digit height."""
+    lines: list[list[Digit]] = []
+    for d in sorted(digits, key=lambda d: d.box[1] + d.box[3] / 2):
+        x, y, w, h = d.box
+        best = None
+        for line in lines:
+            ly0 = float(np.median([e.box[1] for e in line]))
+            ly1 = float(np.median([e.box[1] + e.box[3] for e in line]))
+            overlap = min(y + h, ly1) - max(y, ly0)
+            if overlap >= cfg.line_overlap * min(h, ly1 - ly0):
+                best = line
+                break
+        if best is None:
+            lines.append([d])
+        else:
+            best.append(d)
+    lines.sort(key=lambda line: float(np.median([e.box[1] + e.box[3] / 2 for e in line])))
+    numbers = []
+    for index, line in enumerate(lines):
+        line.sort(key=lambda d: d.box[0])
+        height = float(np.median([d.box[3] for d in line]))
+        group = [line[0]]
+        for prev, d in zip(line[:-1], line[1:], strict=True):
+            if d.box[0] - (prev.box[0] + prev.box[2]) > cfg.number_gap * height:
+                numbers.append(_number(group, index))
+                group = []
+            group.append(d)
+        numbers.append(_number(group, index))
+    return numbers
+
+
+def line_texts(numbers: list[Number]) -> list[str]:
+    """The digits of each text line, top to bottom, numbers joined without separators."""
+    out: dict[int, str] = {}
+    for n in numbers:
+        out[n.line] = out.get(n.line, "") + n.text
+    return [out[k] for k in sorted(out)]
+
+
+def _number(digits: list[Digit], line: int = 0) -> Number:
+    x0 = min(d.box[0] for d in digits)
+    y0 = min(d.box[1] for d in digits)
+    x1 = max(d.box[0] + d.box[2] for d in digits)
+    y1 = max(d.box[1] + d.box[3] for d in digits)
+    return Number("".join(str(d.label) for d in digits), (x0, y0, x1 - x0, y1 - y0), digits, line)

@@ -1,0 +1,150 @@
+"""`Recognizer`: the pipeline stages put together around a model, with timing and debug images."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from digitlab.errors import DigitlabError
+from digitlab.vision import pipeline as P
+from digitlab.vision.normalize import to_mnist
+
+
+def default_model_path() -> Path:
+    from digitlab.data.mnist import repo_root
+
+    return repo_root() / "models" / "digitlab-cnn.npz"
+
+
+def load_model(path: str | Path | None = None):
+    """The model by path (``.npz``; ``.onnx`` through onnxruntime when digitlab.torch provides it)."""
+    path = Path(path) if path is not None else default_model_path()
+    if path.suffix == ".onnx":
+        try:
+            from digitlab.torch.onnx_model import OnnxModel  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise DigitlabError(f"{path}: ONNX models need onnxruntime: pip install 'digitlab[torch]' ({exc})") from None
+        return OnnxModel(path)
+    from digitlab.nn.model import load
+
+    return load(path)
+
+
+class Recognizer:
+    """Find, read and group the digits of an image. ``model``: a loaded model or a path (default: the
+    shipped CNN). The model's card may carry ``temperature`` and ``reject_threshold`` (calibrated on
+    validation data) and an 11th class ``"not a digit"``."""
+
+    def __init__(self, model=None, config: P.PipelineConfig | None = None) -> None:
+        self.model = model if model is not None and not isinstance(model, (str, Path)) else load_model(model)
+        self.config = config or P.PipelineConfig()
+        meta = getattr(self.model, "meta", {}) or {}
+        self.temperature = float(meta.get("temperature", 1.0))
+        classes = list(getattr(self.model, "classes", [str(i) for i in range(10)]))
+        self.reject_class = classes.index("not a digit") if "not a digit" in classes else None
+        self.threshold = self.config.reject_threshold
+        if self.threshold is None:
+            self.threshold = float(meta.get("reject_threshold", 0.5))
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities for a ``(N, 1, 28, 28)`` float batch (one model call)."""
+        if len(batch) == 0:
+            return np.zeros((0, 11 if self.reject_class is not None else 10), np.float32)
+        logits = self.model.forward(batch.astype(np.float32)) / self.temperature
+        logits = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def _digit_score(self, probs: np.ndarray) -> np.ndarray:
+        """How surely each box is one digit: the top digit probability (0 when 'not a digit' wins)."""
+        score = probs[:, :10].max(axis=1)
+        if self.reject_class is not None:
+            score = np.where(probs.argmax(axis=1) == self.reject_class, 0.0, score)
+        return score
+
+    def __call__(self, image: np.ndarray, debug: bool = False) -> P.PipelineResult:
+        cfg = self.config
+        if not isinstance(image, np.ndarray) or image.size == 0 or image.ndim not in (2, 3):
+            raise DigitlabError("the image is empty or not an image array")
+        ms: dict[str, float] = {}
+        dbg: dict[str, np.ndarray] = {}
+        t = time.perf_counter()
+
+        def tick(name: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            ms[name] = ms.get(name, 0.0) + 1e3 * (now - t)
+            t = now
+
+        height, width = image.shape[:2]
+        gray = P.grayscale(image)
+        if cfg.pad:
+            gray = cv2.copyMakeBorder(gray, cfg.pad, cfg.pad, cfg.pad, cfg.pad, cv2.BORDER_REPLICATE)
+        gray, scale = P.downscale(gray, cfg.max_side)
+        tick("grayscale")
+        ink = P.flatten_illumination(gray, cfg) if cfg.flatten else (255 - gray)
+        tick("flatten")
+        ink = P.blur(ink, cfg)
+        tick("blur")
+        mask, method = P.binarize(ink, cfg)
+        tick("threshold")
+        if cfg.remove_lines:
+            mask = P.remove_lines(mask, cfg)
+        mask = P.clean(mask, cfg)
+        tick("morphology")
+        _, cands = P.components(mask)
+        cands = P.filter_candidates(cands, mask.shape, cfg)
+        cands = P.merge_pieces(cands, cfg)
+        options = P.split_options(cands, cfg)
+        flat = [c for opts in options for opt in opts for c in opt]
+        tick("candidates")
+        inputs = np.zeros((len(flat), 1, 28, 28), np.float32)
+        for i, c in enumerate(flat):
+            inputs[i, 0] = to_mnist(ink[c.y:c.y + c.h, c.x:c.x + c.w], c.mask, stroke=cfg.stroke_norm,
+                                    deskew_digit=cfg.deskew)
+        tick("normalize")
+        all_probs = self.probabilities(inputs)  # every box of the image in one model call
+        tick("classify")
+        cands, chosen, k = [], [], 0
+        for opts in options:  # keep, per candidate, the reading the model is surest of
+            best, best_score = None, -1.0
+            for j, opt in enumerate(opts):
+                p = all_probs[k:k + len(opt)]
+                score = float(np.mean(self._digit_score(p))) - (cfg.split_margin if j else 0.0)
+                if score > best_score:
+                    best, best_score = (opt, p, inputs[k:k + len(opt)]), score
+                k += len(opt)
+            cands += best[0]
+            chosen.append((best[1], best[2]))
+        probs = np.concatenate([p for p, _ in chosen]) if chosen else all_probs[:0]
+        inputs = np.concatenate([x for _, x in chosen]) if chosen else inputs[:0]
+        digits, rejected = [], []
+        for c, p, img in zip(cands, probs, inputs, strict=True):
+            box = self._to_input_box(c, scale, cfg.pad, width, height)
+            digit_p = p[:10]
+            label = int(np.argmax(p))
+            if label == self.reject_class or float(digit_p.max()) < self.threshold:
+                rejected.append(box)
+                continue
+            top = np.argsort(digit_p)[::-1][:3]
+            digits.append(P.Digit(box, int(top[0]), float(digit_p[top[0]]),
+                                  [(int(k), float(digit_p[k])) for k in top], img[0]))
+        numbers = P.group_numbers(digits, cfg)
+        tick("group")
+        if debug:
+            dbg.update({"1_gray": gray, "2_ink": ink, "3_mask": mask})
+            dbg["threshold_method"] = np.array(method)
+        return P.PipelineResult(width, height, digits, numbers, len(rejected), rejected, ms, dbg)
+
+    @staticmethod
+    def _to_input_box(c: P.Candidate, scale: float, pad: int, width: int, height: int) -> tuple[int, int, int, int]:
+        x0 = int(np.floor(c.x / scale)) - pad
+        y0 = int(np.floor(c.y / scale)) - pad
+        x1 = int(np.ceil((c.x + c.w) / scale)) - pad
+        y1 = int(np.ceil((c.y + c.h) / scale)) - pad
+        x0, y0 = min(max(x0, 0), width - 1), min(max(y0, 0), height - 1)
+        x1, y1 = min(max(x1, x0 + 1), width), min(max(y1, y0 + 1), height)
+        return x0, y0, x1 - x0, y1 - y0
