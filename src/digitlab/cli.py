@@ -90,6 +90,9 @@ def add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume.npz if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    from digitlab.torch.cli import add_torch_options
+
+    add_torch_options(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -98,7 +101,11 @@ def cmd_train(args) -> int:
     from digitlab.models import ARCHITECTURES, build
     from digitlab.nn import SGD, Adam, SoftmaxCrossEntropy, evaluate, fit, make_schedule
     from digitlab.nn.model import load
+    from digitlab.torch.cli import cmd_train_torch, reject_torch_only
 
+    if getattr(args, "backend", "numpy") == "torch":
+        return cmd_train_torch(args)
+    reject_torch_only(args)
     if args.arch not in ARCHITECTURES:
         raise DigitlabError(f"unknown --arch {args.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     for key, value in ARCH_DEFAULTS[args.arch].items():
@@ -150,7 +157,7 @@ def cmd_train(args) -> int:
     _, test_acc, _ = evaluate(best, x_test, test.labels)
     best.meta.update({"test_accuracy": test_acc, "val_accuracy": history.best_val_accuracy,
                       "best_epoch": history.best_epoch, "train_seconds": round(seconds, 1),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cpus"})
+                      "machine": machine_description()})
     best.save(out)
     card = write_card(best, out, history)
     summary = {"arch": args.arch, "test_accuracy": test_acc, "val_accuracy": history.best_val_accuracy,
@@ -162,6 +169,19 @@ def cmd_train(args) -> int:
         print(f"best epoch {history.best_epoch}: val accuracy {history.best_val_accuracy:.4f}, "
               f"test accuracy {test_acc:.4f} ({seconds:.1f}s); saved {out}")
     return 0
+
+
+def machine_description() -> str:
+    """CPU model and count, for model cards and benchmark reports."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cpus, {platform.system()} {platform.machine()}"
 
 
 def write_card(model, path: Path, history) -> Path:
@@ -194,9 +214,9 @@ def add_eval(sub) -> None:
 def cmd_eval(args) -> int:
     from digitlab.data import to_float
     from digitlab.nn import confusion_matrix, evaluate
-    from digitlab.nn.model import load
+    from digitlab.torch.cli import load_eval_model
 
-    model = load(args.model)
+    model = load_eval_model(args.model)  # .npz, or .onnx through onnxruntime
     test = _load_data(args.data, "test")
     x = to_float(test.images)
     if x.shape[1:] != model.input_shape:
@@ -228,6 +248,7 @@ def add_bench(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--pairs", type=_positive(int), default=5, help="alternating NumPy/PyTorch pairs (5)")
     p.add_argument("--images", type=_positive(int), help="training benchmarks: only N images (a quick check)")
+    p.add_argument("--data", help="real: the folder of real handwriting (default ../shared/real-dev)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -242,8 +263,9 @@ def cmd_bench(args) -> int:
     for name in names:
         if name not in BENCHMARKS:
             raise DigitlabError(f"unknown benchmark {name!r}; `digitlab bench --list` names them")
+        extra = {"data": args.data} if args.data else {}
         result = BENCHMARKS[name].run(pairs=args.pairs, images=args.images,
-                                      log=lambda t: print(t, file=sys.stderr, flush=True))
+                                      log=lambda t: print(t, file=sys.stderr, flush=True), **extra)
         if args.json:
             print(json.dumps(result))
         else:
@@ -258,7 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "handwritten digits.")
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in (add_train, add_eval, add_bench):
+    from digitlab.torch.cli import add_export
+    from digitlab.vision.cli import add_predict, add_reject_train
+
+    for add in (add_train, add_eval, add_bench, add_export, add_predict, add_reject_train):
         add(sub)
     return parser
 

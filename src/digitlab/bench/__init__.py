@@ -1,6 +1,9 @@
 """Benchmarks (`digitlab bench NAME`), each side in its own process; see `harness`."""
 
 from digitlab.bench.layers import ConvLayerBench, InferBench
+from digitlab.bench.real import RealBench
+from digitlab.bench.scenes import ScenesBench
+from digitlab.bench.torch_train import TorchTrainBench
 from digitlab.bench.train_epoch import TrainEpochBench
 
 BENCHMARKS = {
@@ -11,4 +14,7 @@ BENCHMARKS = {
         torch_layouts=("nchw", "channels_last")),
     "conv-layer": ConvLayerBench(),
     "infer": InferBench(),
+    "real": RealBench(),
+    "scenes": ScenesBench(),
+    "torch-train": TorchTrainBench(),
 }

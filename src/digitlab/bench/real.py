@@ -105,7 +105,8 @@ def score_usps(path: Path, recognizer) -> dict:
         res = recognizer(page)
         for (x, y, w, h), label in truth:
             total += 1
-            hits = [d for d in res.digits if x <= d.box[0] + d.box[2] / 2 <= x + w and y <= d.box[1] + d.box[3] / 2 <= y + h]
+            hits = [d for d in res.digits
+                    if x <= d.box[0] + d.box[2] / 2 <= x + w and y <= d.box[1] + d.box[3] / 2 <= y + h]
             if hits:
                 found += 1
                 correct += any(d.label == label for d in hits) and len(hits) == 1

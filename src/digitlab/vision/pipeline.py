@@ -17,17 +17,16 @@ import cv2
 import numpy as np
 
 
-
 @dataclass
 class PipelineConfig:
     """Every parameter of the recogniser in one place."""
 
     max_side: int = 1600            # larger images are downscaled first (boxes still in input pixels)
     flatten: bool = True            # divide out the paper background (shadows, gradients)
-    background_frac: float = 0.04   # closing kernel as a fraction of the working image's longer side
+    background_frac: float = 0.06   # closing kernel (fraction of the longer side): wider than the thickest stroke
     blur_sigma: float = 0.8
     threshold: str = "auto"         # "otsu", "adaptive" or "auto"
-    adaptive_block_frac: float = 0.03
+    adaptive_block_frac: float = 0.06
     min_contrast: float = 0.12      # ink must be at least this much darker than the paper (0..1)
     hysteresis: float = 0.5         # weak ink down to this fraction of the threshold joins touching strong ink
     remove_lines: bool = True       # ruled lines and grid paper
@@ -193,19 +192,21 @@ def binarize(ink: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, str]:
         t, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         t = max(t, floor)
         _, strong = cv2.threshold(ink, t, 255, cv2.THRESH_BINARY)
-        # hysteresis: weaker ink (a marker's shiny core, a fading stroke) counts when it touches strong ink
-        _, weak = cv2.threshold(ink, max(floor, cfg.hysteresis * t), 255, cv2.THRESH_BINARY)
-        n, labels = cv2.connectedComponents(weak, connectivity=8)
-        keep = np.zeros(n, bool)
-        keep[np.unique(labels[strong > 0])] = True
-        keep[0] = False
-        mask = np.where(keep[labels], 255, 0).astype(np.uint8)
     elif method == "adaptive":
         block = max(3, int(cfg.adaptive_block_frac * max(ink.shape)) | 1)
-        mask = cv2.adaptiveThreshold(ink, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, -floor // 2)
-        mask[ink < floor] = 0
+        strong = cv2.adaptiveThreshold(ink, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, -floor // 2)
+        strong[ink < floor] = 0
+        t = floor
     else:
         raise ValueError(f"unknown threshold method {method!r}; choose otsu, adaptive or auto")
+    # hysteresis: weaker ink (a marker's shiny core, the inside of a thick stroke that adaptive
+    # thresholding hollows out, a fading line) counts where it is connected to strong ink
+    _, weak = cv2.threshold(ink, max(floor, int(cfg.hysteresis * t)), 255, cv2.THRESH_BINARY)
+    n, labels = cv2.connectedComponents(weak | strong, connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[strong > 0])] = True
+    keep[0] = False
+    mask = np.where(keep[labels], 255, 0).astype(np.uint8)
     return mask, method
 
 
@@ -213,25 +214,45 @@ def remove_lines(mask: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
     """Erase straight horizontal and vertical runs much longer than a digit (ruled lines, grids, page
     edges); the small gaps they leave in crossing strokes are closed again."""
     h, w = mask.shape
-    lines = np.zeros_like(mask)
     max_thick = max(3, int(cfg.line_thickness * max(h, w)))
+    found = {}
     for length, horizontal in ((int(cfg.line_frac * w), True), (int(cfg.line_frac * h), False)):
-        if length < 15:
-            continue
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1) if horizontal else (1, length))
-        runs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-        if not runs.any():
-            continue
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
-        thickness = stats[:, cv2.CC_STAT_HEIGHT if horizontal else cv2.CC_STAT_WIDTH]
-        thin = (thickness <= max_thick)
-        thin[0] = False
-        lines |= np.where(thin[labels], 255, 0).astype(np.uint8)
-    if not lines.any():
+        lines = np.zeros_like(mask)
+        if length >= 15:
+            kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1) if horizontal else (1, length))
+            runs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+            if runs.any():
+                lines = _thin_isolated_runs(mask, runs, horizontal, max_thick)
+        found[horizontal] = lines
+    if not (found[True].any() or found[False].any()):
         return mask
-    lines = cv2.dilate(lines, np.ones((3, 3), np.uint8))
-    out = mask & ~lines
-    return cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    grown = {k: cv2.dilate(v, np.ones((3, 3), np.uint8)) for k, v in found.items()}
+    out = mask & ~(grown[True] | grown[False])
+    # give back line pixels inside strokes that cross the line: close the gap across the line only
+    k = 2 * max_thick + 5
+    across_h = cv2.morphologyEx(out, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (1, k)))
+    across_v = cv2.morphologyEx(out, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, 1)))
+    out |= mask & ((grown[True] & across_h) | (grown[False] & across_v))
+    return out
+
+
+def _thin_isolated_runs(mask: np.ndarray, runs: np.ndarray, horizontal: bool, max_thick: int) -> np.ndarray:
+    """The long runs that are ruled lines: thin, with paper on both sides along most of their length (the
+    straight core of a thick curved stroke has ink beside it)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
+    is_line = np.zeros(n, bool)
+    d = max_thick + 2
+    for i in range(1, n):
+        x, y, cw, ch = (int(v) for v in stats[i, :4])
+        if (ch if horizontal else cw) > max_thick:
+            continue
+        if horizontal:
+            sides = (mask[max(0, y - d):y, x:x + cw], mask[y + ch:y + ch + d, x:x + cw])
+        else:
+            sides = (mask[y:y + ch, max(0, x - d):x], mask[y:y + ch, x + cw:x + cw + d])
+        if all(side.size == 0 or side.mean() < 0.35 * 255 for side in sides):
+            is_line[i] = True
+    return np.where(is_line[labels], 255, 0).astype(np.uint8)
 
 
 def clean(mask: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
@@ -270,9 +291,19 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
         if not cfg.min_density <= density <= cfg.max_density:
             continue
         keep.append(c)
-    if len(keep) >= 3:  # relative to the typical candidate: drop stray dots near big digits
-        med = float(np.median([c.h for c in keep]))
-        keep = [c for c in keep if max(c.h, c.w * 1.5) >= cfg.min_rel_height * med]
+    # a small blob right beside a much bigger candidate is a dot or a stray piece of it, not a digit;
+    # small digits elsewhere on the page (other numbers have other sizes) are kept
+    small_near_big = set()
+    for i, c in enumerate(keep):
+        for other in keep:
+            if other is c or max(c.h, c.w) >= cfg.min_rel_height * other.h:
+                continue
+            margin = 0.25 * other.h
+            if (other.x - margin <= c.cx <= other.x + other.w + margin
+                    and other.y - margin <= c.cy <= other.y + other.h + margin):
+                small_near_big.add(i)
+                break
+    keep = [c for i, c in enumerate(keep) if i not in small_near_big]
     return keep
 
 

@@ -26,7 +26,8 @@ def load_model(path: str | Path | None = None):
         try:
             from digitlab.torch.onnx_model import OnnxModel  # type: ignore[import-not-found]
         except ImportError as exc:
-            raise DigitlabError(f"{path}: ONNX models need onnxruntime: pip install 'digitlab[torch]' ({exc})") from None
+            raise DigitlabError(f"{path}: ONNX models need onnxruntime: pip install 'digitlab[torch]' ({exc})") \
+                from None
         return OnnxModel(path)
     from digitlab.nn.model import load
 
