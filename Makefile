@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[torch,dev]'
 	touch $(STAMP)
 
+# the main job: read every number in a real phone photo with the shipped NumPy model
 demo: $(STAMP)
-	$(BIN)/digitlab train --arch mlp --epochs 1 --out runs/demo-mlp.npz
+	$(BIN)/digitlab predict data/samples/phone-page.png --out runs/demo
+	@echo "annotated result: runs/demo/phone-page.annotated.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
