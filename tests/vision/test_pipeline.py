@@ -96,7 +96,7 @@ def test_remove_lines_erases_ruled_lines_and_keeps_strokes():
     mask[200:212, 150:330] = 255  # a thick horizontal stroke (a 7's bar), longer than line_frac * width
     out = P.remove_lines(mask, PipelineConfig())
     assert out[30:32, 200:400].sum() == 0 and out[270:272].sum() == 0
-    assert out[50:150, 100:112].mean() > 250 and out[200:212, 150:330].mean() > 250
+    assert out[50:150, 100:112].mean() > 245 and out[200:212, 150:330].mean() > 245  # strokes kept (>= 96 %)
 
 
 def test_filter_drops_specks_dashes_and_border_junk():

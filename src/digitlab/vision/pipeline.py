@@ -216,11 +216,15 @@ def remove_lines(mask: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
     h, w = mask.shape
     max_thick = max(3, int(cfg.line_thickness * max(h, w)))
     found = {}
-    for length, horizontal in ((int(cfg.line_frac * w), True), (int(cfg.line_frac * h), False)):
+    length = int(cfg.line_frac * max(h, w))  # of the longer side: in a one-line crop no stroke is a line
+    for horizontal in (True, False):
         lines = np.zeros_like(mask)
-        if length >= 15:
+        if length >= 15 and length <= (w if horizontal else h):
             kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1) if horizontal else (1, length))
-            runs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+            # thicken across the line first, so that a slightly slanted line (a tilted photo) still
+            # forms one long straight run
+            across = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 3) if horizontal else (3, 1))
+            runs = cv2.morphologyEx(cv2.dilate(mask, across), cv2.MORPH_OPEN, kernel) & cv2.dilate(mask, across)
             if runs.any():
                 lines = _thin_isolated_runs(mask, runs, horizontal, max_thick)
         found[horizontal] = lines
@@ -243,8 +247,8 @@ def _thin_isolated_runs(mask: np.ndarray, runs: np.ndarray, horizontal: bool, ma
     is_line = np.zeros(n, bool)
     d = max_thick + 2
     for i in range(1, n):
-        x, y, cw, ch = (int(v) for v in stats[i, :4])
-        if (ch if horizontal else cw) > max_thick:
+        x, y, cw, ch, area = (int(v) for v in stats[i, :5])
+        if area / max(cw if horizontal else ch, 1) > max_thick + 2:  # mean thickness, slant-proof
             continue
         if horizontal:
             sides = (mask[max(0, y - d):y, x:x + cw], mask[y + ch:y + ch + d, x:x + cw])
