@@ -155,9 +155,14 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - t0
     best = load(out)
     _, test_acc, _ = evaluate(best, x_test, test.labels)
+    return finish_training(args, best, out, history, seconds, test_acc, machine_description())
+
+
+def finish_training(args, best, out: Path, history, seconds: float, test_acc: float, machine: str) -> int:
+    """Both backends end alike: the test accuracy and timing go into the best model's meta, the model
+    is saved again with its card, and the summary is printed (one JSON object with ``--json``)."""
     best.meta.update({"test_accuracy": test_acc, "val_accuracy": history.best_val_accuracy,
-                      "best_epoch": history.best_epoch, "train_seconds": round(seconds, 1),
-                      "machine": machine_description()})
+                      "best_epoch": history.best_epoch, "train_seconds": round(seconds, 1), "machine": machine})
     best.save(out)
     card = write_card(best, out, history)
     summary = {"arch": args.arch, "test_accuracy": test_acc, "val_accuracy": history.best_val_accuracy,

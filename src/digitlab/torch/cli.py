@@ -55,7 +55,7 @@ def cmd_train_torch(args) -> int:
     _need("torch", "--backend torch")
     import torch
 
-    from digitlab.cli import ARCH_DEFAULTS, _load_data, _say, write_card
+    from digitlab.cli import ARCH_DEFAULTS, _load_data, _say, finish_training
     from digitlab.models import ARCHITECTURES
     from digitlab.nn.model import load
     from digitlab.torch.train import (
@@ -136,20 +136,7 @@ def cmd_train_torch(args) -> int:
         x_test = images_to_device(test.images, device)
         y_test = torch.as_tensor(test.labels, dtype=torch.int64, device=device)
         _, test_acc = trainer.evaluate(x_test, y_test, module=to_module(best).to(device), shard=False)
-        best.meta.update({"test_accuracy": test_acc, "val_accuracy": history.best_val_accuracy,
-                          "best_epoch": history.best_epoch, "train_seconds": round(seconds, 1),
-                          "machine": _machine(device)})
-        best.save(out)
-        card = write_card(best, out, history)
-        summary = {"arch": args.arch, "test_accuracy": test_acc, "val_accuracy": history.best_val_accuracy,
-                   "best_epoch": history.best_epoch, "epochs": len(history.epochs), "seconds": round(seconds, 2),
-                   "params": best.num_params(), "model": str(out), "card": str(card)}
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            print(f"best epoch {history.best_epoch}: val accuracy {history.best_val_accuracy:.4f}, "
-                  f"test accuracy {test_acc:.4f} ({seconds:.1f}s); saved {out}")
-        return 0
+        return finish_training(args, best, out, history, seconds, test_acc, _machine(device))
     finally:
         close_distributed(dist)
 
