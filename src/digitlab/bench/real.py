@@ -43,8 +43,10 @@ def score_photos(folder: Path, recognizer, log=lambda s: None) -> dict:
 
     from digitlab.vision.pipeline import line_texts
 
-    rows = list(csv.DictReader(open(folder / "labels.csv", newline="")))
-    cropped_pages = {r["notes"].split("cropped from ")[1].split()[0] for r in rows if "cropped from" in r["notes"]}
+    with open(folder / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    cropped_pages = {(r.get("notes") or "").split("cropped from ")[1].split()[0] for r in rows
+                     if "cropped from" in (r.get("notes") or "")}
     singles, lines, pages, details = [], [], [], []
     for r in rows:
         img = cv2.imread(str(folder / r["file"]))
@@ -99,9 +101,10 @@ def usps_pages(images: np.ndarray, labels: np.ndarray, per_page: int = 50, seed:
 
 
 def score_usps(path: Path, recognizer) -> dict:
-    data = np.load(path, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as data:
+        images, labels = data["images"], data["labels"]
     correct = found = total = 0
-    for page, truth in usps_pages(data["images"], data["labels"]):
+    for page, truth in usps_pages(images, labels):
         res = recognizer(page)
         for (x, y, w, h), label in truth:
             total += 1

@@ -97,12 +97,12 @@ def fit(
     if len(x_train) == 0:
         raise DigitlabError("no training data")
     schedule = schedule or Constant()
-    history, start_epoch = History(), 0
+    history, start_epoch, first_loss = History(), 0, None
+    settings = {"seed": seed, "batch_size": batch_size, "train_size": len(x_train)}
     if resume and resume_path is not None and Path(resume_path).is_file():
-        start_epoch, history = _restore(resume_path, model, optimizer)
+        start_epoch, history, first_loss = _restore(resume_path, model, optimizer, settings)
     n = len(x_train)
     steps_per_epoch = math.ceil(n / batch_size)
-    first_loss = None
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -154,21 +154,23 @@ def fit(
                 model.meta["epoch"] = epoch + 1
                 model.save(checkpoint)
         if resume_path is not None:
-            _snapshot(resume_path, model, optimizer, epoch + 1, history)
+            _snapshot(resume_path, model, optimizer, epoch + 1, history, {**settings, "first_loss": first_loss})
         if on_epoch is not None:
             on_epoch(log)
     return history
 
 
-def _snapshot(path, model: Sequential, optimizer, epochs_done: int, history: History) -> None:
+def _snapshot(path, model: Sequential, optimizer, epochs_done: int, history: History, settings: dict) -> None:
     arrays = dict(model.state_dict())
     arrays.update({f"__opt__/{k}": v for k, v in optimizer.state_dict().items()})
     arrays["__train__"] = np.array(json.dumps({"epochs_done": epochs_done, "history": history.to_json(),
-                                               "optimizer": type(optimizer).__name__}))
+                                               "optimizer": type(optimizer).__name__, **settings}))
     save_npz_atomic(path, arrays)
 
 
-def _restore(path, model: Sequential, optimizer) -> tuple[int, History]:
+def _restore(path, model: Sequential, optimizer, settings: dict) -> tuple[int, History, float | None]:
+    """Load a resume file; it must come from a run with the same optimiser, seed, batch size and data,
+    else the continued run would silently follow another shuffle."""
     arrays = read_npz(path)
     if "__train__" not in arrays:
         raise DigitlabError(f"{path}: not a digitlab resume file (no training state)")
@@ -176,6 +178,10 @@ def _restore(path, model: Sequential, optimizer) -> tuple[int, History]:
     if info["optimizer"] != type(optimizer).__name__:
         raise DigitlabError(f"{path}: saved with optimiser {info['optimizer']}, cannot resume with "
                             f"{type(optimizer).__name__}; use the same --optimizer or start afresh")
+    for key, value in settings.items():
+        if key in info and info[key] != value:
+            raise DigitlabError(f"{path}: saved with {key} {info[key]}, this run has {value}; resume with the "
+                                f"same settings or delete the resume file to start afresh")
     model.load_state_dict({k: v for k, v in arrays.items() if not k.startswith("__")})
     optimizer.load_state_dict({k[len("__opt__/"):]: v for k, v in arrays.items() if k.startswith("__opt__/")})
-    return int(info["epochs_done"]), History.from_json(info["history"])
+    return int(info["epochs_done"]), History.from_json(info["history"]), info.get("first_loss")

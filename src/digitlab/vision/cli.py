@@ -33,9 +33,17 @@ def read_image(path: Path) -> np.ndarray:
     data = path.read_bytes()
     if not data:
         raise DigitlabError(f"{path}: the file is empty")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DigitlabError(f"{path}: not an image OpenCV can read (corrupt, truncated or another format)")
+    if img.ndim == 3 and img.shape[2] == 4:  # transparent canvas: lay it over white paper
+        from digitlab.vision.pipeline import to_uint8
+
+        img = to_uint8(img)
+        alpha = img[:, :, 3:].astype(np.float32) / 255
+        img = (img[:, :, :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    else:  # EXIF orientation and colour handling of the ordinary path
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return img
 
 
@@ -63,6 +71,7 @@ def cmd_predict(args) -> int:
     files = expand(args.inputs)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
+    stems: dict[str, int] = {}
     for path in files:
         try:
             img = read_image(path)
@@ -78,18 +87,26 @@ def cmd_predict(args) -> int:
             print(f"{path}: {texts}  [{len(res.digits)} digits, {res.rejected} rejected, "
                   f"{sum(res.ms.values()):.0f} ms]")
         if args.out:
-            target = args.out / f"{path.stem}.annotated.png"
-            cv2.imwrite(str(target), annotate(img, res))
+            seen = stems.get(path.stem, 0)  # a.png and a.jpg, or two folders' 1.png, must not overwrite
+            stems[path.stem] = seen + 1
+            stem = path.stem if not seen else f"{path.stem}-{seen + 1}"
+            target = args.out / f"{stem}.annotated.png"
+            if not cv2.imwrite(str(target), annotate(img, res)):
+                raise DigitlabError(f"{target}: could not write the annotated image (is --out writable?)")
             if not args.json:
                 print(f"  wrote {target}")
             if args.debug:
                 for name, stage in res.debug.items():
                     if stage.ndim >= 2:
-                        cv2.imwrite(str(args.out / f"{path.stem}.{name}.png"), stage)
-                cv2.imwrite(str(args.out / f"{path.stem}.inputs.png"), input_strip(res, scale=3))
+                        cv2.imwrite(str(args.out / f"{stem}.{name}.png"), stage)
+                cv2.imwrite(str(args.out / f"{stem}.inputs.png"), input_strip(res, scale=3))
     if failed and failed == len(files):
         return 2
     return 1 if failed else 0
+
+
+BASE_KEYS = ("command", "train_seconds", "val_accuracy", "best_epoch", "epoch", "epochs_planned", "train_images",
+             "augment", "seed", "data", "base_test_accuracy")
 
 
 def add_reject_train(sub) -> None:
@@ -127,7 +144,7 @@ def cmd_reject_train(args) -> int:
         report = calibrate(model, seed=args.seed, max_risk=args.max_risk)
         model.meta["calibrate_command"] = command
     else:
-        base_meta = dict(base.meta)
+        base_meta = {**base.meta, "base_test_accuracy": base.meta.get("test_accuracy")}
         model, report = train_reject(base, negatives=args.negatives, epochs=args.epochs, lr=args.lr,
                                      seed=args.seed, max_risk=args.max_risk,
                                      log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -137,9 +154,11 @@ def cmd_reject_train(args) -> int:
     seconds = time.perf_counter() - t0
     model.meta["test_accuracy"] = report["mnist_test_accuracy_digit_argmax"]
     model.save(args.out)
+    meta = {k: v for k, v in model.meta.items() if k != "reject_report"}
+    # what describes the 10-class training goes under "base", so no number of it passes for this model's
+    base = {k: meta.pop(k) for k in BASE_KEYS if k in meta}
     card = {"model": args.out.name, "classes": model.classes, "architecture": model.spec()["layers"],
-            "params": model.num_params(), **{k: v for k, v in model.meta.items() if k != "reject_report"},
-            "reject": report}
+            "params": model.num_params(), **meta, "base": base, "reject": report}
     card_path = args.out.with_suffix(".json")
     if args.calibrate_only and card_path.is_file():  # keep the fine-tuning history of the card we update
         old = json.loads(card_path.read_text())

@@ -118,10 +118,25 @@ class PipelineResult:
 
 
 # -- stages --------------------------------------------------------------------------------------
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """uint8 from uint8, uint16 (high byte) or float (in [0, 1] when its maximum is at most 1, else [0, 255])."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer):
+        f = img.astype(np.float32)
+        if np.issubdtype(img.dtype, np.floating) and f.size and float(np.nanmax(f)) <= 1.0:
+            f = f * 255
+        return np.clip(np.nan_to_num(f), 0, 255).astype(np.uint8)
+    raise ValueError(f"cannot read an image of dtype {img.dtype}")
+
+
 def grayscale(img: np.ndarray) -> np.ndarray:
-    """uint8 gray from gray, BGR or BGRA input."""
+    """uint8 gray from gray, BGR or BGRA input of any common dtype (uint8, uint16, float)."""
+    img = to_uint8(img)
     if img.ndim == 2:
-        return img if img.dtype == np.uint8 else np.clip(img, 0, 255).astype(np.uint8)
+        return img
     if img.ndim == 3 and img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
     if img.ndim == 3 and img.shape[2] == 3:

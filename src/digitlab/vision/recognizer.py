@@ -82,8 +82,9 @@ class Recognizer:
 
         height, width = image.shape[:2]
         gray = P.grayscale(image)
-        if cfg.pad:
-            gray = cv2.copyMakeBorder(gray, cfg.pad, cfg.pad, cfg.pad, cfg.pad, cv2.BORDER_REPLICATE)
+        if cfg.pad:  # plain paper around a crop whose digit fills the frame (a replicated edge would smear it)
+            paper = int(np.percentile(gray, 90))
+            gray = cv2.copyMakeBorder(gray, cfg.pad, cfg.pad, cfg.pad, cfg.pad, cv2.BORDER_CONSTANT, value=paper)
         gray, scale = P.downscale(gray, cfg.max_side)
         tick("grayscale")
         ink = P.flatten_illumination(gray, cfg) if cfg.flatten else (255 - gray)
