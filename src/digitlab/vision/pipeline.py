@@ -35,7 +35,7 @@ class PipelineConfig:
     drop_border: bool = True        # candidates touching the image border are the page's edge, not digits
     open_px: int = 0                # morphological opening (specks); 0 = none
     close_px: int = 0               # morphological closing (broken strokes); 0 = none
-    min_height_frac: float = 0.012  # candidates smaller than this fraction of the longer side are noise
+    min_height_frac: float = 0.008  # candidates smaller than this fraction of the longer side are noise
     min_height_px: int = 8
     max_height_frac: float = 0.8
     min_rel_height: float = 0.35    # ... or smaller than this fraction of the median candidate height
@@ -50,6 +50,7 @@ class PipelineConfig:
     stroke_norm: bool = True
     deskew: bool = False
     reject_threshold: float | None = None   # None: the model's calibrated threshold (or 0.5)
+    not_digit_min: float = 0.7      # the "not a digit" probability that rejects a box outright
     line_overlap: float = 0.5       # boxes share a text line when their vertical overlap exceeds this
     number_gap: float = 0.9         # a gap wider than this times the digit height starts a new number
     pad: int = 0                    # pad the image with paper before processing (for frame-filling crops)

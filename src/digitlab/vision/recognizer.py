@@ -63,7 +63,7 @@ class Recognizer:
         """How surely each box is one digit: the top digit probability (0 when 'not a digit' wins)."""
         score = probs[:, :10].max(axis=1)
         if self.reject_class is not None:
-            score = np.where(probs.argmax(axis=1) == self.reject_class, 0.0, score)
+            score = np.where(probs[:, self.reject_class] >= self.config.not_digit_min, 0.0, score)
         return score
 
     def __call__(self, image: np.ndarray, debug: bool = False) -> P.PipelineResult:
@@ -127,8 +127,8 @@ class Recognizer:
         for c, p, img in zip(cands, probs, inputs, strict=True):
             box = self._to_input_box(c, scale, cfg.pad, width, height)
             digit_p = p[:10]
-            label = int(np.argmax(p))
-            if label == self.reject_class or float(digit_p.max()) < self.threshold:
+            not_digit = self.reject_class is not None and float(p[self.reject_class]) >= cfg.not_digit_min
+            if not_digit or float(digit_p.max()) < self.threshold:
                 rejected.append(box)
                 continue
             top = np.argsort(digit_p)[::-1][:3]
