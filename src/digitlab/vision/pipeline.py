@@ -351,7 +351,11 @@ def merge_pieces(cands: list[Candidate], cfg: PipelineConfig) -> list[Candidate]
                 overlap = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
                 gap = max(a.y, b.y) - min(a.y + a.h, b.y + b.h)
                 tall = max(a.h, b.h)
-                if overlap >= cfg.merge_overlap * min(a.w, b.w) and gap < 0.25 * tall:
+                small, big = (a, b) if a.h < b.h else (b, a)
+                # a short piece sitting on top of (or under) a taller one, like a 5's flag, needs less overlap
+                stacked = small.h <= 0.45 * big.h and (small.cy < big.y + 0.3 * big.h or small.cy > big.y + 0.7 * big.h)
+                need = cfg.merge_overlap * (0.6 if stacked else 1.0)
+                if overlap >= need * min(a.w, b.w) and gap < 0.25 * tall:
                     u = _union(a, b)
                     if u.h <= 2.2 * tall:
                         cands[i] = u
