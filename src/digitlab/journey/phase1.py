@@ -116,7 +116,7 @@ def plot_timing(width_rows: list[dict[str, float]], batch_rows: list[dict[str, f
         ax.loglog(xs, [r["numpy_s"] for r in rows], "s-", label="NumPy (X @ W + b)")
         for r in rows:
             ax.annotate(f"x{r['speedup']:.0f}", (r[key], r["numpy_s"]), textcoords="offset points",
-                        xytext=(0, -14), ha="center", fontsize=8)
+                        xytext=(0, 8), ha="center", fontsize=8)
         ax.set_xlabel(f"layer {key}" + (" (d_out = d_in)" if key == "width" else ""))
         ax.set_ylabel("seconds (best of 3)")
         ax.set_title(f"time vs {key} ({fixed} = {rows[0][fixed]})")
