@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,15 +159,17 @@ class Sequential:
         return f"Sequential(\n  {inner}\n)  # {self.num_params():,} parameters"
 
 
-def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    """``np.savez`` to a temp file beside ``path``, then ``os.replace``: a crash never leaves half a file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temp file beside ``path``, fsync it, then ``os.replace``: a crash never
+    leaves half a file, and a reader sees the old file or the new one. Model files, resume files and
+    the PyTorch backend's safetensors all go through here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
@@ -178,6 +180,16 @@ def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> P
             os.unlink(tmp)
         raise
     return path
+
+
+def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """``np.savez`` through `atomic_write`."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

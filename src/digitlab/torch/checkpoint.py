@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from digitlab.errors import DigitlabError, ModelFileError
+from digitlab.nn.model import atomic_write
 from digitlab.torch.twin import build_module, numpy_to_torch, torch_to_numpy
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -35,19 +35,9 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     """Write ``tensors`` atomically (temp file beside ``path``, then rename); ``metadata`` values are
     stored as JSON strings in the safetensors header."""
     st = _safetensors()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        st.save_file(plain, tmp, metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    return atomic_write(path, lambda tmp: st.save_file(plain, tmp, metadata=header))
 
 
 def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
