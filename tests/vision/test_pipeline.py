@@ -220,3 +220,14 @@ def test_numbers_are_grouped_into_lines_and_read_left_to_right():
     assert [n.text for n in numbers] == ["12", "9", "735"]
     assert P.line_texts(numbers) == ["129", "735"]
     assert numbers[0].box == (100, 100, 55, 42)
+
+
+def test_two_unequal_pieces_side_by_side_are_offered_as_one_digit():
+    def cand(x, y, w, h):
+        return P.Candidate(x, y, w, h, np.ones((h, w), bool))
+    cfg = PipelineConfig()
+    four = [cand(10, 10, 40, 45), cand(52, 0, 8, 100)]  # the open top of a 4, then its long stroke
+    opts = P.merge_options(four, [[[c]] for c in four], cfg)
+    assert len(opts[0]) == 2 and opts[1] == [] and opts[0][1][0].w == 50
+    pair = [cand(10, 10, 40, 90), cand(55, 12, 40, 88)]  # two digits of a number: not offered
+    assert P.merge_options(pair, [[[c]] for c in pair], cfg) == [[[pair[0]]], [[pair[1]]]]

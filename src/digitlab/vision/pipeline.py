@@ -46,6 +46,8 @@ class PipelineConfig:
     split_aspect: float = 1.3       # a box wider than this times its height may hold touching digits ...
     split_relative: float = 1.6     # ... and so may one this much wider than the median candidate
     split_margin: float = 0.05      # a split must raise the mean confidence by this much to be taken
+    merge_gap: float = 0.12         # pieces this close (times the taller one's height) may be one digit ...
+    merge_margin: float = 0.15      # ... when reading them as one raises the mean confidence by this much
     digit_aspect: float = 0.72      # typical width / height of one handwritten digit
     stroke_norm: bool = True
     deskew: bool = False
@@ -390,6 +392,31 @@ def split_candidate(c: Candidate, parts: int) -> list[Candidate]:
         y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         out.append(Candidate(c.x + a + x0, c.y + y0, x1 - x0, y1 - y0, sub[y0:y1, x0:x1]))
     return out
+
+
+def merge_options(cands: list[Candidate], options: list[list[list[Candidate]]], cfg: PipelineConfig
+                  ) -> list[list[list[Candidate]]]:
+    """Offer "one digit" for two close pieces of unequal height side by side (a 4 written in two strokes
+    that do not touch): the pair's options become ``[[a, b], [a | b]]`` and the model's confidence decides,
+    as for splits. Each candidate joins at most one pair."""
+    used: set[int] = set()
+    order = sorted(range(len(cands)), key=lambda i: cands[i].x)
+    for k, i in enumerate(order):
+        if i in used or len(options[i]) > 1:
+            continue
+        for j in order[k + 1:k + 3]:
+            if j in used or len(options[j]) > 1:
+                continue
+            a, b = cands[i], cands[j]
+            tall, short = (a, b) if a.h >= b.h else (b, a)
+            gap = b.x - (a.x + a.w)
+            inside = short.y >= tall.y - 0.1 * tall.h and short.y + short.h <= tall.y + tall.h + 0.1 * tall.h
+            if -0.1 * tall.h <= gap <= cfg.merge_gap * tall.h and short.h <= 0.6 * tall.h and inside:
+                options[i] = [[a, b], [_union(a, b)]]
+                options[j] = []
+                used.update((i, j))
+                break
+    return options
 
 
 def split_options(cands: list[Candidate], cfg: PipelineConfig) -> list[list[list[Candidate]]]:

@@ -100,7 +100,7 @@ class Recognizer:
         _, cands = P.components(mask)
         cands = P.filter_candidates(cands, mask.shape, cfg)
         cands = P.merge_pieces(cands, cfg)
-        options = P.split_options(cands, cfg)
+        options = P.merge_options(cands, P.split_options(cands, cfg), cfg)
         flat = [c for opts in options for opt in opts for c in opt]
         tick("candidates")
         inputs = np.zeros((len(flat), 1, 28, 28), np.float32)
@@ -111,11 +111,14 @@ class Recognizer:
         all_probs = self.probabilities(inputs)  # every box of the image in one model call
         tick("classify")
         cands, chosen, k = [], [], 0
-        for opts in options:  # keep, per candidate, the reading the model is surest of
+        for opts in options:  # keep, per candidate (or pair), the reading the model is surest of
+            if not opts:  # the other half of a pair
+                continue
             best, best_score = None, -1.0
+            margin = cfg.merge_margin if len(opts[0]) == 2 else cfg.split_margin  # a pair's options: merge
             for j, opt in enumerate(opts):
                 p = all_probs[k:k + len(opt)]
-                score = float(np.mean(self._digit_score(p))) - (cfg.split_margin if j else 0.0)
+                score = float(np.mean(self._digit_score(p))) - (margin if j else 0.0)
                 if score > best_score:
                     best, best_score = (opt, p, inputs[k:k + len(opt)]), score
                 k += len(opt)
