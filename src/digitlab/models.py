@@ -34,8 +34,26 @@ def mlp_spec(hidden: tuple[int, ...] = (256, 128), dropout: float = 0.1, activat
             layers.append({"type": "Dropout", "p": dropout})
         width = int(h)
     layers.append({"type": "Dense", "in_features": width, "out_features": num_classes, "bias": True, "init": init})
+    return _spec("mlp", layers, input_shape, num_classes)
+
+
+def _spec(arch: str, layers: list[dict[str, Any]], input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """The model-file spec around a list of layer specs."""
     return {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "input_shape": list(input_shape),
-            "classes": [str(i) for i in range(num_classes)], "meta": {"arch": "mlp"}}
+            "classes": [str(i) for i in range(num_classes)], "meta": {"arch": arch}}
+
+
+def _dense_head(features: int, hidden: int, dropout: float, num_classes: int) -> list[dict[str, Any]]:
+    """Flatten -> Dense(hidden, no bias) -> BatchNorm -> ReLU -> [Dropout] -> Dense(num_classes): the
+    classifier on top of both CNNs."""
+    head: list[dict[str, Any]] = [
+        {"type": "Flatten"},
+        {"type": "Dense", "in_features": features, "out_features": hidden, "bias": False, "init": "he"},
+        {"type": "BatchNorm", "num_features": hidden, "momentum": 0.1, "eps": 1e-5}, {"type": "ReLU"}]
+    if dropout:
+        head.append({"type": "Dropout", "p": dropout})
+    head.append({"type": "Dense", "in_features": hidden, "out_features": num_classes, "bias": True, "init": "he"})
+    return head
 
 
 def cnn_spec(channels: tuple[int, int] = (32, 64), hidden: int = 128, dropout: float = 0.3,
@@ -59,16 +77,8 @@ def cnn_spec(channels: tuple[int, int] = (32, 64), hidden: int = 128, dropout: f
     relu = {"type": "ReLU"}
     layers = [*conv(c, c1), relu, *conv(c1, c1), pool, relu, *conv(c1, c2), relu, *conv(c2, c2), pool, relu]
     side_h, side_w = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
-    layers += [{"type": "Flatten"},
-               {"type": "Dense", "in_features": c2 * side_h * side_w, "out_features": hidden, "bias": False,
-                "init": "he"},
-               {"type": "BatchNorm", "num_features": hidden, "momentum": 0.1, "eps": 1e-5}, relu]
-    if dropout:
-        layers.append({"type": "Dropout", "p": dropout})
-    layers.append({"type": "Dense", "in_features": hidden, "out_features": num_classes, "bias": True,
-                   "init": "he"})
-    return {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "input_shape": list(input_shape),
-            "classes": [str(i) for i in range(num_classes)], "meta": {"arch": "cnn"}}
+    layers += _dense_head(c2 * side_h * side_w, hidden, dropout, num_classes)
+    return _spec("cnn", layers, input_shape, num_classes)
 
 
 def cnn5_spec(channels: tuple[int, int] = (32, 64), hidden: int = 128, dropout: float = 0.3,
@@ -84,16 +94,8 @@ def cnn5_spec(channels: tuple[int, int] = (32, 64), hidden: int = 128, dropout: 
                    {"type": "BatchNorm", "num_features": cout, "momentum": 0.1, "eps": 1e-5},
                    {"type": "MaxPool2D", "kernel_size": [2, 2], "stride": [2, 2], "padding": [0, 0]},
                    {"type": "ReLU"}]
-    layers += [{"type": "Flatten"},
-               {"type": "Dense", "in_features": c2 * (h // 4) * (w // 4), "out_features": hidden, "bias": False,
-                "init": "he"},
-               {"type": "BatchNorm", "num_features": hidden, "momentum": 0.1, "eps": 1e-5}, {"type": "ReLU"}]
-    if dropout:
-        layers.append({"type": "Dropout", "p": dropout})
-    layers.append({"type": "Dense", "in_features": hidden, "out_features": num_classes, "bias": True,
-                   "init": "he"})
-    return {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "input_shape": list(input_shape),
-            "classes": [str(i) for i in range(num_classes)], "meta": {"arch": "cnn5"}}
+    layers += _dense_head(c2 * (h // 4) * (w // 4), hidden, dropout, num_classes)
+    return _spec("cnn5", layers, input_shape, num_classes)
 
 
 ARCHITECTURES = {"mlp": mlp_spec, "cnn": cnn_spec, "cnn5": cnn5_spec}

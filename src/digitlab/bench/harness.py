@@ -75,6 +75,11 @@ def median_ratio(a: list[dict], b: list[dict], key: str) -> float:
     return float(statistics.median(x[key] / y[key] for x, y in zip(a, b, strict=True)))
 
 
+def ratio_lines(result: dict) -> list[str]:
+    """One report line per ``ratio_*`` key of a benchmark result."""
+    return [f"  {key:45s} {value:.2f}x" for key, value in result.items() if key.startswith("ratio_")]
+
+
 def blas_info() -> list[dict]:
     """The BLAS libraries NumPy loaded, with kernel and threads (threadpoolctl)."""
     from threadpoolctl import threadpool_info

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from digitlab.bench.harness import THREADS, Side, alternate, median_of, median_ratio
+from digitlab.bench.harness import THREADS, Side, alternate, median_of, median_ratio, ratio_lines
 
 ARCH, BATCH, LR, SEED = "cnn", 128, 0.05, 0
 
@@ -114,7 +114,4 @@ class TorchTrainBench:
             if f"{side}_epoch_s" in r:
                 lines.append(f"  {label:32s} {r[side + '_epoch_s']:8.2f} s  {r[side + '_images_per_s']:10,.0f} "
                              f"images/s  mean loss {r[side + '_mean_loss']:.4f}")
-        for key, value in r.items():
-            if key.startswith("ratio_"):
-                lines.append(f"  {key:45s} {value:.2f}x")
-        return "\n".join(lines)
+        return "\n".join(lines + ratio_lines(r))

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from digitlab.bench.harness import THREADS, Side, alternate, blas_info, median_of, median_ratio, run_worker
+from digitlab.bench.harness import (
+    THREADS,
+    Side,
+    alternate,
+    blas_info,
+    median_of,
+    median_ratio,
+    ratio_lines,
+    run_worker,
+)
 
 LR, MOMENTUM, SEED, WARMUP_BATCHES = 0.05, 0.9, 0, 3
 
@@ -189,7 +198,4 @@ class TrainEpochBench:
         for side, label, peak in rows:
             lines.append(f"  {label:38s} {r[side + '_epoch_s']:7.2f} s  {r[side + '_gflops']:6.1f} GFLOP/s  "
                          f"(matmul peak {r['matmul_peak_gflops_' + peak]:.0f})  mean loss {r[side + '_mean_loss']:.4f}")
-        for key, value in r.items():
-            if key.startswith("ratio_"):
-                lines.append(f"  {key:45s} {value:.2f}x")
-        return "\n".join(lines)
+        return "\n".join(lines + ratio_lines(r))

@@ -38,6 +38,12 @@ def deskew(img: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(img, shear, (w, h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
 
 
+def _tight(ink: np.ndarray, level: float) -> np.ndarray | None:
+    """The bounding box of the pixels above ``level``; None when there are none."""
+    ys, xs = np.nonzero(ink > level)
+    return ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1] if ys.size else None
+
+
 def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int = 20, frame: int = 28,
              stroke: bool = True, deskew_digit: bool = False) -> np.ndarray:
     """A crop of ink (float or uint8, ink bright on dark, any size) -> 28x28 float32 in [0, 1] like MNIST.
@@ -48,42 +54,34 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
     ink = ink.astype(np.float32)
     if mask is not None:
         ink = ink * (mask > 0)
-    ys, xs = np.nonzero(ink > 0.05 * max(float(ink.max()), 1e-6))
     out = np.zeros((frame, frame), np.float32)
-    if ys.size == 0:
+    ink = _tight(ink, 0.05 * max(float(ink.max()), 1e-6))
+    if ink is None:
         return out
-    ink = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     top = float(np.percentile(ink[ink > 0], 95)) if np.any(ink > 0) else 1.0
     ink = np.clip(ink / max(top, 1e-6), 0, 1)
-    h, w = ink.shape
-    scale = box_size / max(h, w)
     if stroke:
-        width = stroke_width(ink > 0.5) * scale  # stroke width the digit would have at the 20-px scale
+        width = stroke_width(ink > 0.5) * box_size / max(ink.shape)  # stroke width at the 20-px scale
         if width > 0:
             # change the width at the crop's own resolution, where one pixel is 1/scale MNIST pixels
-            delta = (MNIST_STROKE - width) / scale  # crop pixels to add (+) or remove (-) in total
+            delta = (MNIST_STROKE - width) * max(ink.shape) / box_size  # crop pixels to add (+) or remove (-)
             radius = int(round(abs(delta) / 2))
             if radius >= 1:
                 ink = np.pad(ink, radius + 1)
                 kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-                ink = cv2.dilate(ink, kernel) if delta > 0 else cv2.erode(ink, kernel)
-                ys, xs = np.nonzero(ink > 0.05)
-                if ys.size == 0:
+                ink = _tight(cv2.dilate(ink, kernel) if delta > 0 else cv2.erode(ink, kernel), 0.05)
+                if ink is None:
                     return out
-                ink = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-                h, w = ink.shape
-                scale = box_size / max(h, w)
     if deskew_digit:
+        h, w = ink.shape
         side = max(h, w)
         sq = np.zeros((side, side), np.float32)
         sq[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = ink
-        ink = deskew(sq)
-        ys, xs = np.nonzero(ink > 0.05)
-        if ys.size == 0:
+        ink = _tight(deskew(sq), 0.05)
+        if ink is None:
             return out
-        ink = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-        h, w = ink.shape
-        scale = box_size / max(h, w)
+    h, w = ink.shape
+    scale = box_size / max(h, w)
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = np.clip(cv2.resize(ink, (nw, nh), interpolation=interp), 0, 1)
