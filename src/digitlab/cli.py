@@ -286,9 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     from digitlab.torch.cli import add_export
-    from digitlab.vision.cli import add_predict, add_reject_train
+    from digitlab.vision.cli import add_live, add_predict, add_reject_train
 
-    for add in (add_train, add_eval, add_bench, add_export, add_predict, add_reject_train):
+    for add in (add_train, add_eval, add_bench, add_export, add_predict, add_reject_train, add_live):
         add(sub)
     return parser
 

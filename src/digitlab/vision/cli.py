@@ -196,3 +196,64 @@ def plot_risk_coverage(rows: list[dict], path: Path, chosen: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def add_live(sub) -> None:
+    p = sub.add_parser("live", help="read digits live from a camera, a video, images or the synthetic camera")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=int, metavar="N", help="camera index (default: 0 when no other source)")
+    src.add_argument("--video", type=Path, metavar="PATH", help="a video file")
+    src.add_argument("--images", type=Path, metavar="PATH", help="an image file or a folder of images")
+    src.add_argument("--synthetic", action="store_true", help="the synthetic camera: a moving page")
+    p.add_argument("--out", type=Path, metavar="FILE.mp4", help="write the annotated video here")
+    p.add_argument("--json", action="store_true", help="one JSON line per frame on stdout")
+    p.add_argument("--no-window", action="store_true", help="do not open a window (headless)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--debug", action="store_true", help="every stage's milliseconds on the overlay")
+    p.add_argument("--model", type=Path, help="model file (default: the shipped CNN)")
+    p.add_argument("--captures", type=Path, default=Path("captures"),
+                   help="where the window's s + digit key saves crops (default: ./captures)")
+    p.add_argument("--seed", type=int, default=0, help="--synthetic: which page and camera path")
+    p.add_argument("--size", default="640x480", metavar="WxH", help="--synthetic: frame size (default 640x480)")
+    p.add_argument("--no-thread", action="store_true", help="read frames in the main thread (no capture thread)")
+    p.set_defaults(func=cmd_live)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise DigitlabError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    if w < 64 or h < 64:
+        raise DigitlabError(f"--size {text!r}: at least 64x64")
+    return h, w
+
+
+def cmd_live(args) -> int:
+    from digitlab.vision.live import LiveReader, has_display, run_live
+    from digitlab.vision.sources import Prefetch, open_source
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise DigitlabError("--max-frames must be at least 1")
+    camera = args.camera
+    if camera is None and args.video is None and args.images is None and not args.synthetic:
+        camera = 0
+    window = not args.no_window
+    if window and not has_display():
+        print("digitlab: no display (or an OpenCV without GUI support, such as opencv-python-headless): "
+              "running headless" + ("" if args.out or args.json else "; add --out FILE.mp4 or --json to see results"),
+              file=sys.stderr)
+        window = False
+    if args.out is not None and args.out.suffix.lower() != ".mp4":
+        raise DigitlabError(f"--out {args.out}: the annotated video is written as MP4; name it FILE.mp4")
+    source = open_source(camera=camera, video=args.video, images=args.images, synthetic=args.synthetic,
+                         seed=args.seed, frames=args.max_frames, size=_parse_size(args.size))
+    if not args.no_thread:
+        source = Prefetch(source)
+    reader = LiveReader(args.model)
+    stats = run_live(source, reader, out=args.out, json_out=sys.stdout if args.json else None, window=window,
+                     max_frames=args.max_frames, captures=args.captures, debug=args.debug)
+    print(f"digitlab: {stats.summary()}", file=sys.stderr)
+    if args.out is not None and stats.frames:
+        print(f"digitlab: wrote {args.out}", file=sys.stderr)
+    return 0 if stats.frames else 2

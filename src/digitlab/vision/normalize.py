@@ -58,7 +58,8 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
     ink = _tight(ink, 0.05 * max(float(ink.max()), 1e-6))
     if ink is None:
         return out
-    top = float(np.percentile(ink[ink > 0], 95)) if np.any(ink > 0) else 1.0
+    values = ink[ink > 0]
+    top = float(np.percentile(values, 95)) if values.size else 1.0
     ink = np.clip(ink / max(top, 1e-6), 0, 1)
     if stroke:
         width = stroke_width(ink > 0.5) * box_size / max(ink.shape)  # stroke width at the 20-px scale

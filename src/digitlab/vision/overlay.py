@@ -41,3 +41,59 @@ def input_strip(result: PipelineResult, scale: int = 2) -> np.ndarray:
     tiles = [cv2.resize((d.image * 255).astype(np.uint8), (28 * scale, 28 * scale),
                         interpolation=cv2.INTER_NEAREST) for d in result.digits]
     return np.hstack([np.pad(t, 1, constant_values=128) for t in tiles])
+
+
+STATE_COLOURS = {"stable": GREEN, "tentative": ORANGE, "lost": (150, 150, 150)}
+
+
+def annotate_live(image: np.ndarray, live, fps: float = 0.0, strip: bool = True, selected: int | None = None,
+                  debug: bool = False) -> np.ndarray:
+    """One live frame annotated: each track's box coloured by its state (green stable with its label and
+    averaged confidence, orange tentative, grey lost), rejected candidates thin red, stable numbers in
+    blue, "Scanning..." while nothing is stable, FPS and per-stage milliseconds; with ``strip``, a band
+    below the frame with the 28x28 model input of every box seen this frame, framed in its track's colour.
+    ``live`` is a `digitlab.vision.live.LiveResult`; ``selected`` a track id to highlight (capture)."""
+    out = image[:, :, :3].copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    side = max(out.shape[:2])
+    thick = max(1, side // 640)
+    font = max(0.5, side / 1000)
+    for x, y, w, h in live.result.rejected_boxes:
+        cv2.rectangle(out, (x, y), (x + w, y + h), RED, 1)
+    for t in live.tracks:
+        x, y, w, h = t.box
+        colour = STATE_COLOURS.get(t.state, ORANGE)
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thick + (2 if t.id == selected else 0))
+        text = f"{t.label} {t.confidence:.2f}" if t.label is not None else "?"
+        cv2.putText(out, text, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.75 * font, colour, thick, cv2.LINE_AA)
+    for n in live.numbers:
+        x, y, w, h = n["box"]
+        cv2.rectangle(out, (x - 3 * thick, y - 3 * thick), (x + w + 3 * thick, y + h + 3 * thick), BLUE, thick)
+        cv2.putText(out, n["text"], (x, min(out.shape[0] - 4, y + h + int(30 * font))), cv2.FONT_HERSHEY_SIMPLEX,
+                    1.4 * font, BLUE, thick + 1, cv2.LINE_AA)
+    if not live.numbers:
+        cv2.putText(out, "Scanning...", (10, out.shape[0] - 12), cv2.FONT_HERSHEY_SIMPLEX, font, ORANGE,
+                    thick + 1, cv2.LINE_AA)
+    stages = ("flatten", "threshold", "candidates", "classify", "track") if not debug else tuple(live.ms)
+    hud = f"{fps:4.1f} FPS  " + " ".join(f"{k[:5]} {live.ms[k]:.1f}" for k in stages if k in live.ms)
+    cv2.putText(out, hud, (8, int(24 * font) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * font, (0, 0, 0), thick + 2,
+                cv2.LINE_AA)
+    cv2.putText(out, hud, (8, int(24 * font) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * font, (255, 255, 255), thick,
+                cv2.LINE_AA)
+    if strip:
+        out = np.vstack([out, _live_strip(live, out.shape[1])])
+    return out
+
+
+def _live_strip(live, width: int, tile: int = 56) -> np.ndarray:
+    """A fixed-height band (so a video's frame size never changes) of the frame's 28x28 model inputs."""
+    band = np.full((tile + 8, width, 3), 40, np.uint8)
+    x = 4
+    states = {t.id: t.state for t in live.tracks}
+    for tid, img in sorted(live.inputs.items()):
+        if x + tile + 4 > width:
+            break
+        t = cv2.resize((img * 255).astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
+        band[4:4 + tile, x:x + tile] = t[:, :, None]
+        cv2.rectangle(band, (x - 1, 3), (x + tile, 4 + tile), STATE_COLOURS.get(states.get(tid, ""), ORANGE), 1)
+        x += tile + 6
+    return band

@@ -214,9 +214,10 @@ class Tracker:
         return list(self.tracks)
 
     def update_result(self, result: PipelineResult) -> list[Track]:
-        """One frame from the pipeline: its digits' boxes, with probability vectors rebuilt from ``top3``
-        by `probs_from_top3` (the pipeline keeps no full vector; rejected boxes are not passed on)."""
-        return self.update([(d.box, probs_from_top3(d.top3, 10)) for d in result.digits])
+        """One frame from the pipeline: its digits' boxes with their full probability vectors (rebuilt from
+        ``top3`` by `probs_from_top3` for a digit that carries none; rejected boxes are not passed on)."""
+        return self.update([(d.box, d.probs if d.probs is not None else probs_from_top3(d.top3, 10))
+                            for d in result.digits])
 
     def _new_track(self, box: Box, p: np.ndarray) -> Track:
         t = Track(self._next_id, box, p.copy(), None, 0.0, "tentative", age=0, hits=0, tentative_since=self.frame)

@@ -1,0 +1,292 @@
+"""The live loop: frames in, stable readings out, as an annotated video, JSON lines or a window.
+
+`LiveReader.process` is one frame's work: the still-image recogniser (every box of the frame in one
+model call), then the `Tracker` (probabilities averaged per track, labels shown with hysteresis),
+timed per stage. `run_live` drives a `digitlab.vision.sources.Source` through it and hands each result
+to the outputs the command line asked for. `score_stability` measures, on the synthetic camera, how
+often the stable reading of each number is right and how often it flips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from digitlab.errors import DigitlabError
+from digitlab.vision.pipeline import PipelineConfig, PipelineResult
+from digitlab.vision.sources import Frame, Source
+from digitlab.vision.tracking import Track, Tracker, TrackerConfig, iou
+
+
+@dataclass
+class LiveConfig:
+    """The live reader's settings: the recogniser's (working resolution capped for speed: a camera
+    frame's digits are large enough at 640 px) and the tracker's."""
+
+    pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(max_side=640))
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    strip: bool = True  # the debug strip of 28x28 model inputs under the frame
+
+
+@dataclass
+class LiveResult:
+    frame: int
+    t: float
+    result: PipelineResult
+    tracks: list[Track]
+    numbers: list[dict]           # stable readings only
+    ms: dict[str, float]
+    inputs: dict[int, np.ndarray]  # track id -> its 28x28 model input in this frame
+
+    def to_json(self) -> dict:
+        return {"frame": self.frame, "t": round(self.t, 4), "numbers": self.numbers,
+                "tracks": [t.to_json() for t in self.tracks], "ms": {k: round(v, 2) for k, v in self.ms.items()}}
+
+
+class LiveReader:
+    """Recogniser + tracker for one stream of frames (create one per stream: the tracker has memory)."""
+
+    def __init__(self, model=None, config: LiveConfig | None = None, recognizer=None) -> None:
+        from digitlab.vision.recognizer import Recognizer
+
+        self.config = config or LiveConfig()
+        self.recognizer = recognizer or Recognizer(model, self.config.pipeline)
+        self.tracker = Tracker(self.config.tracker, self.recognizer.config)
+
+    def process(self, frame: Frame) -> LiveResult:
+        t0 = time.perf_counter()
+        result = self.recognizer(frame.image)
+        t1 = time.perf_counter()
+        tracks = self.tracker.update_result(result)
+        numbers = self.tracker.stable_numbers()
+        by_box = {d.box: d.image for d in result.digits}
+        inputs = {t.id: by_box[t.box] for t in tracks if t.misses == 0 and t.box in by_box}
+        t2 = time.perf_counter()
+        ms = dict(result.ms)
+        ms["track"] = 1e3 * (t2 - t1)
+        ms["recognize"] = 1e3 * (t1 - t0)
+        return LiveResult(frame.index, frame.t, result, tracks, numbers, ms, inputs)
+
+
+# -- outputs -------------------------------------------------------------------------------------
+def has_display() -> bool:
+    """Whether a window can be opened: OpenCV built with a GUI backend (not opencv-python-headless) and,
+    on Linux, a display to show it on."""
+    info = cv2.getBuildInformation()
+    gui = ""
+    for line in info.splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip()
+            break
+    if not gui or gui.upper() == "NONE":
+        return False
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    return True
+
+
+class VideoSink:
+    """An MP4 written to ``path.partial.mp4`` and moved into place when closed, so an interrupted run
+    never leaves a half-written file under the final name."""
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(self.path.stem + ".partial" + (self.path.suffix or ".mp4"))
+        self.size = size  # (width, height)
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
+        if not self.writer.isOpened():
+            raise DigitlabError(f"{self.path}: OpenCV cannot write an MP4 video here (is the folder writable?)")
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size)
+        self.writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        self.writer.release()
+        if self.frames:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0
+    seconds: float = 0.0
+    ms: list[float] = field(default_factory=list)
+    captures: int = 0
+    numbers: list[dict] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.frames:
+            return "no frames read"
+        med = float(np.median(self.ms))
+        texts = ", ".join(n["text"] for n in self.numbers) or "(none stable)"
+        return (f"{self.frames} frames in {self.seconds:.1f} s ({self.frames / max(self.seconds, 1e-9):.1f} FPS), "
+                f"{med:.1f} ms median per frame; last stable numbers: {texts}")
+
+
+def run_live(source: Source, reader: LiveReader, *, out: str | Path | None = None, json_out=None,
+             window: bool = False, max_frames: int | None = None, captures: str | Path | None = None,
+             debug: bool = False, log=None) -> LiveStats:
+    """Run ``source`` through ``reader`` until the source ends, ``max_frames`` are done, or (window) the
+    user quits with q or Esc. ``json_out``: a text stream for one JSON line per frame. ``captures``:
+    where the window's ``s`` + digit key saves crops (see `digitlab.vision.captures`)."""
+    from digitlab.vision.overlay import annotate_live
+
+    log = log or (lambda s: print(f"digitlab: {s}", file=sys.stderr, flush=True))
+    stats = LiveStats()
+    sink: VideoSink | None = None
+    ui = _Window(captures, log) if window else None
+    start = time.perf_counter()
+    last = start
+    fps = 0.0
+    try:
+        frames = iter(source)
+        while max_frames is None or stats.frames < max_frames:
+            t_wait = time.perf_counter()
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            t_got = time.perf_counter()
+            live = reader.process(frame)
+            live.ms["capture"] = 1e3 * (t_got - t_wait)
+            if out is not None or ui is not None:
+                t_draw = time.perf_counter()
+                shown = annotate_live(frame.image, live, fps=fps, strip=reader.config.strip,
+                                      selected=ui.selected if ui else None, debug=debug)
+                live.ms["overlay"] = 1e3 * (time.perf_counter() - t_draw)
+                if out is not None and sink is None:
+                    sink = VideoSink(out, source.fps or 30.0, (shown.shape[1], shown.shape[0]))
+                if sink is not None:
+                    sink.write(shown)
+                if ui is not None and not ui.show(shown, frame, live):
+                    break
+            now = time.perf_counter()
+            live.ms["total"] = 1e3 * (now - t_wait)
+            fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if stats.frames else 1 / max(now - last, 1e-6)
+            last = now
+            stats.frames += 1
+            stats.ms.append(1e3 * (now - t_got))
+            stats.numbers = live.numbers
+            if json_out is not None:
+                json_out.write(json.dumps(live.to_json()) + "\n")
+                json_out.flush()
+    except KeyboardInterrupt:
+        log("interrupted; closing the outputs")
+    finally:
+        stats.seconds = time.perf_counter() - start
+        if sink is not None:
+            sink.close()
+        source.close()
+        if ui is not None:
+            stats.captures = ui.saved
+            ui.close()
+    return stats
+
+
+class _Window:
+    """The OpenCV window and its keys: q / Esc quit; s selects the box nearest the centre (Tab: the
+    next one), then a digit key saves it with that label (x: "not a digit", Esc: cancel)."""
+
+    def __init__(self, captures: str | Path | None, log) -> None:
+        self.captures = Path(captures) if captures else Path("captures")
+        self.log = log
+        self.selected: int | None = None
+        self.saved = 0
+        cv2.namedWindow("digitlab live", cv2.WINDOW_NORMAL)
+
+    def show(self, image: np.ndarray, frame: Frame, live: LiveResult) -> bool:
+        cv2.imshow("digitlab live", image)
+        key = cv2.waitKey(1) & 0xFF
+        if key == 255:
+            return True
+        if self.selected is None:
+            if key in (ord("q"), 27):
+                return False
+            if key == ord("s"):
+                self.selected = _nearest_centre(live, frame.image.shape)
+                if self.selected is None:
+                    self.log("no box to save in this frame")
+            return True
+        if key == 27:
+            self.selected = None
+        elif key == 9:  # Tab
+            ids = sorted(live.inputs)
+            if ids:
+                self.selected = ids[(ids.index(self.selected) + 1) % len(ids)] if self.selected in ids else ids[0]
+        elif chr(key) in "0123456789x":
+            self._save(frame, live, 10 if chr(key) == "x" else int(chr(key)))
+            self.selected = None
+        return True
+
+    def _save(self, frame: Frame, live: LiveResult, label: int) -> None:
+        from digitlab.vision.captures import save_capture
+
+        track = next((t for t in live.tracks if t.id == self.selected), None)
+        if track is None or track.id not in live.inputs:
+            self.log("the selected box is not in this frame any more; press s again")
+            return
+        x, y, w, h = track.box
+        path = save_capture(self.captures, frame.image[y:y + h, x:x + w], live.inputs[track.id], label,
+                            source="live", frame=frame.index, box=track.box, predicted=track.label,
+                            confidence=track.confidence)
+        self.saved += 1
+        self.log(f"saved {path} as {'not a digit' if label == 10 else label}")
+
+    def close(self) -> None:
+        cv2.destroyAllWindows()
+
+
+def _nearest_centre(live: LiveResult, shape: tuple[int, ...]) -> int | None:
+    cy, cx = shape[0] / 2, shape[1] / 2
+    seen = [t for t in live.tracks if t.id in live.inputs]
+    if not seen:
+        return None
+    return min(seen, key=lambda t: (t.box[0] + t.box[2] / 2 - cx) ** 2 + (t.box[1] + t.box[3] / 2 - cy) ** 2).id
+
+
+# -- stability -----------------------------------------------------------------------------------
+def score_stability(results: list[LiveResult], truths: list, settle: int = 15, min_iou: float = 0.3) -> dict:
+    """How good the stable readings of a synthetic video are. ``truths[i]`` is frame i's
+    `digitlab.data.video.VideoFrame`. After the first ``settle`` frames, for every number fully in view
+    and uncovered: ``coverage`` = share of those frames in which a stable reading overlaps it (IoU >=
+    ``min_iou``), ``correct`` = share of the shown readings whose text is right, ``flip_rate`` = changes
+    of a number's shown text between consecutive shown frames, per shown frame."""
+    visible = shown = right = flips = 0
+    last_text: dict[int, str] = {}
+    wrong_examples: list[dict] = []
+    for res, truth in zip(results, truths, strict=True):
+        if res.frame < settle:
+            continue
+        for k, number in enumerate(truth.numbers):
+            if not number.visible:
+                last_text.pop(k, None)  # a hidden number may come back read afresh: not a flip
+                continue
+            visible += 1
+            best = max(res.numbers, key=lambda n: iou(tuple(n["box"]), number.box), default=None)
+            if best is None or iou(tuple(best["box"]), number.box) < min_iou:
+                continue
+            shown += 1
+            if best["text"] == number.text:
+                right += 1
+            elif len(wrong_examples) < 10:
+                wrong_examples.append({"frame": res.frame, "truth": number.text, "read": best["text"]})
+            if k in last_text and last_text[k] != best["text"]:
+                flips += 1
+            last_text[k] = best["text"]
+    return {"frames": len(results), "settle": settle, "number_frames_visible": visible, "number_frames_shown": shown,
+            "coverage": shown / visible if visible else 0.0, "correct": right / shown if shown else 0.0,
+            "flips": flips, "flip_rate": flips / shown if shown else 0.0, "wrong_examples": wrong_examples}

@@ -1,0 +1,193 @@
+"""Sources, the live loop, its outputs, and the stability of its readings on the synthetic camera."""
+
+import json
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from digitlab.errors import DigitlabError
+from digitlab.vision.live import LiveReader, has_display, run_live, score_stability
+from digitlab.vision.sources import (
+    CameraSource,
+    Frame,
+    ImageSource,
+    Prefetch,
+    Source,
+    SyntheticSource,
+    VideoSource,
+    open_source,
+)
+
+
+@pytest.fixture(scope="module")
+def reader_factory():
+    from digitlab.vision.live import LiveConfig
+    from digitlab.vision.recognizer import Recognizer
+
+    cfg = LiveConfig()
+    rec = Recognizer(None, cfg.pipeline)
+
+    def make():
+        return LiveReader(config=cfg, recognizer=rec)
+
+    return make
+
+
+def test_synthetic_video_reads_stably(reader_factory):
+    source = SyntheticSource(seed=1, frames=75)
+    reader = reader_factory()
+    results, truths = [], []
+    for frame in source:
+        results.append(reader.process(frame))
+        truths.append(frame.truth)
+    score = score_stability(results, truths, settle=15)
+    assert score["number_frames_shown"] > 0.8 * score["number_frames_visible"]
+    assert score["correct"] >= 0.95, score["wrong_examples"]
+    assert score["flip_rate"] < 0.02
+    assert any(not n.visible for t in truths for n in t.numbers), "the hand never passed"
+
+
+def test_tracks_keep_their_ids_while_the_camera_moves(reader_factory):
+    reader = reader_factory()
+    results = [reader.process(f) for f in SyntheticSource(seed=1, frames=45, hand=False)]
+    stable = [{t.id for t in r.tracks if t.state == "stable"} for r in results]
+    assert len(stable[10]) == 8 and stable[10] == stable[-1]  # one track per digit, start to end
+    assert sum(t.flips for t in results[-1].tracks) == 0
+
+
+def test_headless_live_writes_playable_mp4_and_json_lines(tmp_path):
+    out = tmp_path / "live.mp4"
+    proc = subprocess.run([sys.executable, "-m", "digitlab", "live", "--synthetic", "--max-frames", "20",
+                           "--out", str(out), "--json", "--seed", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [rec["frame"] for rec in lines] == list(range(20))
+    assert all(set(rec) == {"frame", "t", "numbers", "tracks", "ms"} for rec in lines)
+    assert lines[-1]["t"] == pytest.approx(19 / 30, abs=1e-3)
+    assert all({"id", "box", "label", "confidence", "state"} <= set(t) for rec in lines for t in rec["tracks"])
+    assert any(rec["numbers"] for rec in lines[10:]), "nothing became stable in 20 frames"
+    for rec in lines:
+        for n in rec["numbers"]:
+            assert n["text"].isdigit() and len(n["box"]) == 4
+    if not has_display():
+        assert "headless" in proc.stderr
+    cap = cv2.VideoCapture(str(out))
+    frames = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames += 1
+        assert img.shape[1] == 640 and img.shape[0] > 480  # the frame and the debug strip below it
+    assert frames == 20
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_missing_camera_and_bad_video_fail_cleanly(tmp_path):
+    with pytest.raises(DigitlabError, match="no camera at index 97"):
+        CameraSource(97, reconnect=0)
+    with pytest.raises(DigitlabError, match="no such video"):
+        VideoSource(tmp_path / "nope.mp4")
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
+    with pytest.raises(DigitlabError, match="not a video"):
+        VideoSource(bad)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(DigitlabError, match="empty"):
+        VideoSource(empty)
+    with pytest.raises(DigitlabError, match="exactly one source"):
+        open_source(camera=0, synthetic=True)
+    proc = subprocess.run([sys.executable, "-m", "digitlab", "live", "--video", str(bad), "--no-window"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not a video" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "digitlab", "live", "--camera", "97", "--no-window"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no camera at index 97" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_video_and_image_sources_round_trip(tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (160, 120))
+    for i in range(12):
+        img = np.full((120, 160, 3), 20 * i, np.uint8)
+        writer.write(img)
+    writer.release()
+    src = VideoSource(video)
+    frames = list(src)
+    src.close()
+    assert len(frames) == 12 and src.fps == pytest.approx(25.0)
+    assert [f.index for f in frames] == list(range(12))
+    assert frames[5].t == pytest.approx(5 / 25)
+    assert abs(float(frames[5].image.mean()) - 100) < 6  # lossy codec, but the right frame in order
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"{k}.png"), np.full((50, 60, 3), 80 * k, np.uint8))
+    (folder / "broken.png").write_bytes(b"not a png")
+    warnings = []
+    frames = list(ImageSource(folder, log=warnings.append))
+    assert [int(f.image.mean()) for f in frames] == [0, 80, 160]
+    assert any("broken.png" in w for w in warnings)
+
+
+class _Flaky(Source):
+    """A 'camera' whose reader thread fails after three frames."""
+
+    live = False
+
+    def __iter__(self):
+        for i in range(3):
+            yield Frame(i, i / 10, np.zeros((8, 8, 3), np.uint8))
+        raise DigitlabError("camera unplugged")
+
+
+def test_prefetch_keeps_order_and_passes_errors_on():
+    src = Prefetch(SyntheticSource(seed=0, frames=6, size=(240, 320)))
+    assert [f.index for f in src] == list(range(6))
+    src.close()
+    got = []
+    with pytest.raises(DigitlabError, match="unplugged"):
+        for f in Prefetch(_Flaky()):
+            got.append(f.index)
+    assert got == [0, 1, 2]
+
+
+class _FastCamera(Source):
+    """A live source that produces frames faster than they are consumed."""
+
+    live = True
+
+    def __iter__(self):
+        for i in range(40):
+            time.sleep(0.001)
+            yield Frame(i, i / 1000, np.zeros((4, 4, 3), np.uint8))
+
+
+def test_prefetch_drops_stale_frames_of_a_live_source():
+    src = Prefetch(_FastCamera())
+    seen = []
+    for f in src:
+        seen.append(f.index)
+        time.sleep(0.01)
+    assert seen == sorted(seen) and seen[-1] == 39
+    assert src.dropped > 0 and len(seen) < 40
+
+
+def test_run_live_stops_at_max_frames_and_counts(reader_factory, tmp_path):
+    lines = []
+
+    class Out:
+        def write(self, s):
+            lines.append(s)
+
+        def flush(self):
+            pass
+
+    stats = run_live(SyntheticSource(seed=3, frames=50, size=(240, 320)), reader_factory(), json_out=Out(),
+                     max_frames=7)
+    assert stats.frames == 7 and len(lines) == 7 and len(stats.ms) == 7
