@@ -1,6 +1,7 @@
 """Benchmarks (`digitlab bench NAME`), each side in its own process; see `harness`."""
 
 from digitlab.bench.layers import ConvLayerBench, InferBench
+from digitlab.bench.live import LiveBench
 from digitlab.bench.real import RealBench
 from digitlab.bench.scenes import ScenesBench
 from digitlab.bench.torch_train import TorchTrainBench
@@ -14,6 +15,7 @@ BENCHMARKS = {
         torch_layouts=("nchw", "channels_last")),
     "conv-layer": ConvLayerBench(),
     "infer": InferBench(),
+    "live": LiveBench(),
     "real": RealBench(),
     "scenes": ScenesBench(),
     "torch-train": TorchTrainBench(),

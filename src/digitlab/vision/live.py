@@ -33,6 +33,12 @@ class LiveConfig:
     pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig(max_side=640))
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     strip: bool = True  # the debug strip of 28x28 model inputs under the frame
+    # a stable, confidently read digit whose box has not changed shape is re-read only every
+    # (reuse_frames + 1)-th frame, staggered by track id; 0 re-reads every box in every frame
+    reuse_frames: int = 2
+    reuse_conf: float = 0.9     # ... if its last reading gave its shown label at least this probability
+    reuse_iou: float = 0.5      # ... and the candidate overlaps the track's last box this much
+    reuse_shape: float = 0.1    # ... and its width and height changed by at most this fraction since then
 
 
 @dataclass
@@ -59,15 +65,55 @@ class LiveReader:
         self.config = config or LiveConfig()
         self.recognizer = recognizer or Recognizer(model, self.config.pipeline)
         self.tracker = Tracker(self.config.tracker, self.recognizer.config)
+        # track id -> (probabilities, 28x28 input, box) of its last fresh reading
+        self._readings: dict[int, tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]] = {}
+        self.frames = 0
+        self.reused = 0    # boxes whose reading was reused, over the stream
+        self.classified = 0
+
+    def _reuse(self, box: tuple[int, int, int, int]):
+        """The last reading of the stable track this candidate box continues, when it may stand in for a
+        fresh one (see `LiveConfig`); None otherwise."""
+        cfg = self.config
+        best, best_iou = None, cfg.reuse_iou
+        for t in self.tracker.tracks:
+            if t.label is None or t.misses or t.id not in self._readings:
+                continue
+            overlap = iou(t.box, box)
+            if overlap >= best_iou:
+                best, best_iou = t, overlap
+        if best is None or (self.frames + best.id) % (cfg.reuse_frames + 1) == 0:
+            return None
+        probs, image, (_, _, w, h) = self._readings[best.id]
+        if abs(box[2] - w) > cfg.reuse_shape * w or abs(box[3] - h) > cfg.reuse_shape * h:
+            return None
+        if int(np.argmax(probs[:10])) != best.label or float(probs[best.label]) < cfg.reuse_conf:
+            return None
+        self._reused_boxes.add(box)
+        return probs, image
 
     def process(self, frame: Frame) -> LiveResult:
         t0 = time.perf_counter()
-        result = self.recognizer(frame.image)
+        self._reused_boxes: set = set()
+        result = self.recognizer(frame.image, reuse=self._reuse if self.config.reuse_frames > 0 else None)
         t1 = time.perf_counter()
         tracks = self.tracker.update_result(result)
         numbers = self.tracker.stable_numbers()
-        by_box = {d.box: d.image for d in result.digits}
-        inputs = {t.id: by_box[t.box] for t in tracks if t.misses == 0 and t.box in by_box}
+        by_box = {d.box: d for d in result.digits}
+        inputs = {}
+        for t in tracks:
+            d = by_box.get(t.box) if t.misses == 0 else None
+            if d is None:
+                continue
+            inputs[t.id] = d.image
+            if d.box not in self._reused_boxes and d.probs is not None:
+                self._readings[t.id] = (d.probs, d.image, d.box)
+        live_ids = {t.id for t in tracks}
+        for tid in [k for k in self._readings if k not in live_ids]:
+            del self._readings[tid]
+        self.frames += 1
+        self.reused += len(self._reused_boxes)
+        self.classified += len(result.digits) + result.rejected - len(self._reused_boxes)
         t2 = time.perf_counter()
         ms = dict(result.ms)
         ms["track"] = 1e3 * (t2 - t1)

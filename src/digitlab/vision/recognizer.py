@@ -73,7 +73,9 @@ class Recognizer:
             score = np.where(probs[:, self.reject_class] >= self.config.not_digit_min, 0.0, score)
         return score
 
-    def __call__(self, image: np.ndarray, debug: bool = False) -> P.PipelineResult:
+    def __call__(self, image: np.ndarray, debug: bool = False, reuse=None) -> P.PipelineResult:
+        """Read ``image``. ``reuse(box) -> (probs, input) | None``, optional: a reading the caller already
+        has for a candidate box (input pixels), used instead of normalising and classifying it again."""
         cfg = self.config
         if not isinstance(image, np.ndarray) or image.size == 0 or image.ndim not in (2, 3):
             raise DigitlabError("the image is empty or not an image array")
@@ -111,11 +113,26 @@ class Recognizer:
         flat = [c for opts in options for opt in opts for c in opt]
         tick("candidates")
         inputs = np.zeros((len(flat), 1, 28, 28), np.float32)
-        for i, c in enumerate(flat):
+        known: dict[int, np.ndarray] = {}
+        if reuse is not None:  # the caller (the live tracker) may already know a box's reading
+            for i, c in enumerate(flat):
+                hit = reuse(self._to_input_box(c, scale, cfg.pad, width, height))
+                if hit is not None:
+                    known[i] = hit[0]
+                    inputs[i, 0] = hit[1]
+        todo = [i for i in range(len(flat)) if i not in known]
+        for i in todo:
+            c = flat[i]
             inputs[i, 0] = to_mnist(ink[c.y:c.y + c.h, c.x:c.x + c.w], c.mask, stroke=cfg.stroke_norm,
                                     deskew_digit=cfg.deskew)
         tick("normalize")
-        all_probs = self.probabilities(inputs)  # every box of the image in one model call
+        if known:
+            all_probs = np.zeros((len(flat), 11 if self.reject_class is not None else 10), np.float32)
+            all_probs[todo] = self.probabilities(inputs[todo])
+            for i, p in known.items():
+                all_probs[i] = p
+        else:
+            all_probs = self.probabilities(inputs)  # every box of the image in one model call
         tick("classify")
         cands, chosen, k = [], [], 0
         for opts in options:  # keep, per candidate (or pair), the reading the model is surest of

@@ -1,0 +1,192 @@
+"""``live``: the live reader's frame loop on synthetic camera videos, and how stable its readings are.
+
+For each frame size (640x480 and 1280x720), a moving page of about 8 digits (`digitlab.data.video`) is
+rendered and encoded to an MP4 first, so that what is timed is what a camera loop does: decode a frame,
+run the full pipeline (illumination flattening, auto threshold, line removal, candidates, MNIST
+normalisation, the NumPy model with its "not a digit" class, grouping) and the tracker. Two loops:
+
+- ``single``: one thread for everything (BLAS and OpenCV limited to one thread): per frame, decode +
+  recognise + track. Keys ``ms_median_640x480``, ``ms_p99_640x480``, ``fps_640x480`` and per stage.
+- ``thread``: frames decoded by the capture thread (`Prefetch`) while the main thread recognises; the
+  per-frame time is the interval between finished frames. Keys ``..._thread_640x480``.
+
+A *bare* classic pipeline (blur, Otsu, opening, contours, 28x28 crops, the same model) is timed on the
+same frames for orientation. Stability (`score_stability`) is scored on the same videos and on extra
+seeds: share of correct stable readings and flips, after 15 frames of settling.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SIZES = ((480, 640), (720, 1280))
+
+
+def _encode(video, path: Path) -> list:
+    h, w = video.size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), video.fps, (w, h))
+    truths = []
+    for i in range(len(video)):
+        f = video.frame(i)
+        writer.write(f.image)
+        truths.append(f)
+    writer.release()
+    return truths
+
+
+def _bare(recognizer, image: np.ndarray) -> int:
+    """The classic pipeline of the tutorials: blur, Otsu, opening, external contours, 28x28, one model call."""
+    from digitlab.vision.normalize import to_mnist
+
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    gray = cv2.GaussianBlur(gray, (5, 5), 0)
+    _, mask = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    boxes = [cv2.boundingRect(c) for c in contours]
+    boxes = [b for b in boxes if 12 <= b[3] <= 0.8 * image.shape[0]]
+    batch = np.zeros((len(boxes), 1, 28, 28), np.float32)
+    for i, (x, y, w, h) in enumerate(boxes):
+        batch[i, 0] = to_mnist(mask[y:y + h, x:x + w], stroke=False)
+    recognizer.probabilities(batch)
+    return len(boxes)
+
+
+def _stats(ms: list[float]) -> tuple[float, float]:
+    return float(np.median(ms)), float(np.percentile(ms, 99))
+
+
+def run_live_bench(frames: int = 150, seed: int = 0, stability_seeds: int = 4, log=lambda s: None) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from digitlab.cli import machine_description
+    from digitlab.data.video import MovingPage
+    from digitlab.vision.live import LiveConfig, LiveReader, score_stability
+    from digitlab.vision.recognizer import Recognizer
+    from digitlab.vision.sources import Frame, Prefetch, VideoSource
+
+    cfg = LiveConfig()
+    recognizer = Recognizer(None, cfg.pipeline)
+    out: dict = {"frames": frames, "seed": seed, "digits": 8, "machine": machine_description(),
+                 "command": "digitlab bench live --json", "codec": "mp4v"}
+    stability_runs = []
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for h, w in SIZES:
+            key = f"{w}x{h}"
+            video = MovingPage(seed, size=(h, w), digits=8, frames=frames)
+            path = Path(tmp) / f"{key}.mp4"
+            truths = _encode(video, path)
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+            try:
+                with threadpool_limits(1):
+                    # warm-up: first calls allocate and fill caches
+                    reader = LiveReader(config=cfg, recognizer=recognizer)
+                    for f in truths[:5]:
+                        recognizer(f.image)
+                    # single thread: decode, recognise, track, one after the other
+                    reader = LiveReader(config=cfg, recognizer=recognizer)
+                    source = VideoSource(path)
+                    per_frame, stages, results = [], {}, []
+                    it = iter(source)
+                    while True:
+                        t0 = time.perf_counter()
+                        frame = next(it, None)
+                        if frame is None:
+                            break
+                        t1 = time.perf_counter()
+                        res = reader.process(frame)
+                        t2 = time.perf_counter()
+                        per_frame.append(1e3 * (t2 - t0))
+                        res.ms["decode"] = 1e3 * (t1 - t0)
+                        for k, v in res.ms.items():
+                            stages.setdefault(k, []).append(v)
+                        results.append(res)
+                    source.close()
+                    med, p99 = _stats(per_frame)
+                    out[f"ms_median_{key}"], out[f"ms_p99_{key}"] = round(med, 2), round(p99, 2)
+                    out[f"fps_{key}"] = round(1e3 / med, 1)
+                    out[f"stages_ms_median_{key}"] = {k: round(float(np.median(v)), 3) for k, v in stages.items()}
+                    recog = stages["recognize"]
+                    out[f"ms_median_recognize_{key}"] = round(float(np.median(recog)), 2)
+                    out[f"ms_p99_recognize_{key}"] = round(float(np.percentile(recog, 99)), 2)
+                    score = score_stability(results, truths)
+                    stability_runs.append({"size": key, "seed": seed, **score})
+                    log(f"live {key}: single thread {med:.1f} ms median, {p99:.1f} ms p99; stable readings "
+                        f"{100 * score['correct']:.1f}% right, {score['flips']} flips")
+
+                    # bare classic pipeline on the same frames
+                    bare = []
+                    for f in truths:
+                        t0 = time.perf_counter()
+                        _bare(recognizer, f.image)
+                        bare.append(1e3 * (time.perf_counter() - t0))
+                    out[f"ms_median_bare_{key}"] = round(float(np.median(bare)), 2)
+
+                    # with the capture thread: decoding overlaps recognition
+                    reader = LiveReader(config=cfg, recognizer=recognizer)
+                    source = Prefetch(VideoSource(path))
+                    ends = [time.perf_counter()]
+                    for frame in source:
+                        reader.process(frame)
+                        ends.append(time.perf_counter())
+                    source.close()
+                    gaps = 1e3 * np.diff(ends)[1:]  # the first interval includes starting the thread
+                    med, p99 = _stats(list(gaps))
+                    out[f"ms_median_thread_{key}"], out[f"ms_p99_thread_{key}"] = round(med, 2), round(p99, 2)
+                    out[f"fps_thread_{key}"] = round(1e3 / med, 1)
+            finally:
+                cv2.setNumThreads(threads)
+    # stability on more videos (640x480), each a different page and camera path
+    recognizer = Recognizer(None, cfg.pipeline)
+    for s in range(seed + 1, seed + 1 + stability_seeds):
+        video = MovingPage(s, size=SIZES[0], digits=8, frames=frames)
+        reader = LiveReader(config=cfg, recognizer=recognizer)
+        results, truths = [], []
+        for i in range(len(video)):
+            f = video.frame(i)
+            results.append(reader.process(Frame(i, f.t, f.image, f)))
+            truths.append(f)
+        score = score_stability(results, truths)
+        stability_runs.append({"size": "640x480", "seed": s, **score})
+        log(f"stability seed {s}: {100 * score['correct']:.1f}% right, coverage {100 * score['coverage']:.1f}%, "
+            f"{score['flips']} flips")
+    shown = sum(r["number_frames_shown"] for r in stability_runs)
+    right = sum(round(r["correct"] * r["number_frames_shown"]) for r in stability_runs)
+    visible = sum(r["number_frames_visible"] for r in stability_runs)
+    flips = sum(r["flips"] for r in stability_runs)
+    out["stable_correct"] = round(right / shown, 4) if shown else 0.0
+    out["stable_coverage"] = round(shown / visible, 4) if visible else 0.0
+    out["flip_rate"] = round(flips / shown, 5) if shown else 0.0
+    out["stability_runs"] = stability_runs
+    out["seconds"] = round(time.perf_counter() - t_start, 1)
+    return out
+
+
+class LiveBench:
+    name = "live"
+    description = "the live frame loop at 640x480 and 1280x720 (~8 digits): ms per frame and stage, FPS, stability"
+
+    def run(self, pairs: int = 5, log=lambda s: None, images: int | None = None, data: str | None = None) -> dict:
+        return run_live_bench(frames=images or 150, log=log)
+
+    def format(self, r: dict) -> str:
+        lines = [f"live: synthetic moving pages, 8 digits, {r['frames']} frames per video, {r['seconds']:.0f} s"]
+        for h, w in SIZES:
+            k = f"{w}x{h}"
+            lines.append(f"  {k}: one thread {r[f'ms_median_{k}']:.1f} ms median / {r[f'ms_p99_{k}']:.1f} ms p99 "
+                         f"({r[f'fps_{k}']:.0f} FPS); capture thread {r[f'ms_median_thread_{k}']:.1f} / "
+                         f"{r[f'ms_p99_thread_{k}']:.1f} ms ({r[f'fps_thread_{k}']:.0f} FPS); "
+                         f"bare classic pipeline {r[f'ms_median_bare_{k}']:.1f} ms")
+            lines.append("    stages (median ms): " + ", ".join(f"{s} {v:.2f}" for s, v in
+                                                            r[f"stages_ms_median_{k}"].items()))
+        lines.append(f"  stable readings: {100 * r['stable_correct']:.2f}% right, shown in "
+                     f"{100 * r['stable_coverage']:.1f}% of visible number-frames, flip rate "
+                     f"{100 * r['flip_rate']:.3f}% ({len(r['stability_runs'])} videos)")
+        return "\n".join(lines)
