@@ -17,7 +17,6 @@ from statistics import median  # small lists: pure Python is ~20x faster than np
 import cv2
 import numpy as np
 
-
 # connected-component labelling: block-based decision trees (Grana et al. 2010), about twice as fast as
 # OpenCV's default here on single-threaded camera frames; same components, same raster-order labels
 CCL = cv2.CCL_BBDT
