@@ -191,3 +191,78 @@ def test_run_live_stops_at_max_frames_and_counts(reader_factory, tmp_path):
     stats = run_live(SyntheticSource(seed=3, frames=50, size=(240, 320)), reader_factory(), json_out=Out(),
                      max_frames=7)
     assert stats.frames == 7 and len(lines) == 7 and len(stats.ms) == 7
+
+
+class _FakeCapture:
+    """Stands in for cv2.VideoCapture: ``plan`` says, per opening, how many frames it gives (None: fails to open)."""
+
+    openings: list = []
+
+    def __init__(self, index):
+        self.frames = _FakeCapture.openings.pop(0) if _FakeCapture.openings else None
+
+    def isOpened(self):
+        return self.frames is not None
+
+    def read(self):
+        if self.frames:
+            self.frames -= 1
+            return True, np.zeros((6, 8, 3), np.uint8)
+        return False, None
+
+    def get(self, prop):
+        return 30.0
+
+    def set(self, prop, value):
+        return True
+
+    def release(self):
+        pass
+
+
+def test_camera_reconnects_then_gives_up_with_a_clear_message(monkeypatch):
+    import digitlab.vision.sources as S
+
+    monkeypatch.setattr(S.cv2, "VideoCapture", _FakeCapture)
+    logs = []
+    # opens with 2 frames, drops; reopening fails once, then works with 3 frames; then never again
+    _FakeCapture.openings = [2, None, 3]
+    cam = CameraSource(0, reconnect=2, retry_delay=0.0, log=logs.append)
+    got = []
+    with pytest.raises(DigitlabError, match="stopped delivering frames.*2 attempts"):
+        for f in cam:
+            got.append(f.index)
+    assert got == [0, 1, 2, 3, 4]
+    # first drop: attempt 1/2 fails, 2/2 works; second drop: 1/2 and 2/2 fail
+    assert [m.split("(")[1] for m in logs] == ["1/2)", "2/2)", "1/2)", "2/2)"]
+    cam.close()
+
+
+def test_overlay_colours_say_stable_tentative_rejected(reader_factory):
+    from digitlab.vision.overlay import GREEN, ORANGE, RED, annotate_live
+
+    reader = reader_factory()
+    src = SyntheticSource(seed=5, frames=8, size=(240, 320), hand=False)
+    lives = [reader.process(f) for f in src]
+    first, last = lives[0], lives[-1]
+    assert all(t.state == "tentative" for t in first.tracks)
+    assert any(t.state == "stable" for t in last.tracks)
+
+    def colours(img, box):
+        x, y, w, h = box
+        edge = img[y, x:x + w + 1]
+        return {tuple(int(v) for v in px) for px in edge}
+
+    a = annotate_live(src.video.frame(0).image, first)
+    b = annotate_live(src.video.frame(7).image, last)
+    assert a.shape[0] > 240 and a.shape[:2] == b.shape[:2]  # the strip below, the same size every frame
+    t0 = first.tracks[0]
+    assert ORANGE in colours(a, t0.box)
+    stable = next(t for t in last.tracks if t.state == "stable")
+    assert GREEN in colours(b, stable.box)
+    ink = (b[240:, :, 0] > 200).any(axis=0)  # columns of the strip with a digit's bright ink in them
+    tiles = int(np.sum(ink[1:] & ~ink[:-1]) + ink[0])
+    assert len(last.inputs) >= 4 and tiles == min(len(last.inputs), (320 - 4) // (56 + 6))  # as many as fit
+    first.result.rejected_boxes.append((5, 5, 30, 30))
+    c = annotate_live(src.video.frame(0).image, first)
+    assert RED in colours(c, (5, 5, 30, 30))

@@ -9,6 +9,7 @@ often the stable reading of each number is right and how often it flips.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -97,7 +98,8 @@ class LiveReader:
         self._reused_boxes: set = set()
         result = self.recognizer(frame.image, reuse=self._reuse if self.config.reuse_frames > 0 else None)
         t1 = time.perf_counter()
-        tracks = self.tracker.update_result(result)
+        # a snapshot: the tracker goes on changing its tracks, a result must keep saying what this frame showed
+        tracks = [copy.copy(t) for t in self.tracker.update_result(result)]
         numbers = self.tracker.stable_numbers()
         by_box = {d.box: d for d in result.digits}
         inputs = {}
