@@ -250,9 +250,16 @@ def cmd_live(args) -> int:
                          seed=args.seed, frames=args.max_frames, size=_parse_size(args.size))
     if not args.no_thread:
         source = Prefetch(source)
+    import cv2
+    from threadpoolctl import threadpool_limits
+
     reader = LiveReader(args.model)
-    stats = run_live(source, reader, out=args.out, json_out=sys.stdout if args.json else None, window=window,
-                     max_frames=args.max_frames, captures=args.captures, debug=args.debug)
+    # the frame loop on one core (a few small matrix products per frame gain nothing from a second BLAS
+    # thread, and two pools fighting over two cores stall), the capture thread on the other
+    cv2.setNumThreads(1)
+    with threadpool_limits(1):
+        stats = run_live(source, reader, out=args.out, json_out=sys.stdout if args.json else None, window=window,
+                         max_frames=args.max_frames, captures=args.captures, debug=args.debug)
     print(f"digitlab: {stats.summary()}", file=sys.stderr)
     if args.out is not None and stats.frames:
         print(f"digitlab: wrote {args.out}", file=sys.stderr)

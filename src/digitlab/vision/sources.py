@@ -283,6 +283,6 @@ def open_source(camera: int | None = None, video: str | Path | None = None, imag
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 raise DigitlabError(f"{path}: this is an image; use --images {path}")
         return VideoSource(path)
-    if images is not None:
-        return ImageSource(images)
+    if images is not None:  # one photo: shown for a few frames, so that its readings can become stable
+        return ImageSource(images, repeat=1 if Path(images).is_dir() else 5)
     return SyntheticSource(seed, size=size, frames=frames or 150)
