@@ -278,6 +278,29 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# -- journey -------------------------------------------------------------------------------------
+def add_journey(sub) -> None:
+    p = sub.add_parser("journey", help="the learning path: run its experiments, write figures, JSON and report")
+    p.add_argument("--phase", type=int, action="append", choices=range(1, 6), metavar="N",
+                   help="run only phase N (1-5; repeatable); default all")
+    p.add_argument("--quick", action="store_true", help="small subsets, under a minute per phase (tests, CI)")
+    p.add_argument("--out", type=Path, default=Path("runs/journey"), help="folder for figures, JSON, report")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_journey)
+
+
+def cmd_journey(args) -> int:
+    from digitlab.journey import run
+
+    # rebuilt from the parsed options (not sys.argv, which is the caller's when main() is called with a list)
+    command = " ".join(["digitlab journey", *(f"--phase {n}" for n in args.phase or []),
+                        *(["--quick"] if args.quick else []), f"--seed {args.seed}",
+                        f"--out {shlex.quote(str(args.out))}"])
+    run(args.phase, args.out, quick=args.quick, seed=args.seed, command=command,
+        log=lambda t: print(t, flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from digitlab import __version__
 
@@ -286,9 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     from digitlab.torch.cli import add_export
+    from digitlab.vision.captures import add_captures, add_finetune
     from digitlab.vision.cli import add_live, add_predict, add_reject_train
 
-    for add in (add_train, add_eval, add_bench, add_export, add_predict, add_reject_train, add_live):
+    for add in (add_train, add_eval, add_bench, add_export, add_predict, add_reject_train, add_live, add_captures,
+                add_finetune, add_journey):
         add(sub)
     return parser
 

@@ -266,3 +266,23 @@ def test_overlay_colours_say_stable_tentative_rejected(reader_factory):
     first.result.rejected_boxes.append((5, 5, 30, 30))
     c = annotate_live(src.video.frame(0).image, first)
     assert RED in colours(c, (5, 5, 30, 30))
+
+
+def test_window_keys_save_a_capture_that_review_and_load_read_back(reader_factory, tmp_path, monkeypatch):
+    """s then a digit key in the window saves the box nearest the centre; x saves it as "not a digit"."""
+    import digitlab.vision.live as L
+    from digitlab.vision.captures import load_captures
+
+    keys = iter([255, ord("s"), ord("7"), 255, ord("s"), 9, ord("x"), ord("q")])
+    monkeypatch.setattr(L.cv2, "namedWindow", lambda *a, **k: None)
+    monkeypatch.setattr(L.cv2, "imshow", lambda *a, **k: None)
+    monkeypatch.setattr(L.cv2, "waitKey", lambda *a: next(keys))
+    monkeypatch.setattr(L.cv2, "destroyAllWindows", lambda: None)
+    folder = tmp_path / "caps"
+    stats = run_live(SyntheticSource(seed=1, frames=30, hand=False), reader_factory(), window=True,
+                     captures=folder, log=lambda s: None)
+    assert stats.frames == 8 and stats.captures == 2  # q on the 8th frame ends the run
+    caps = load_captures(folder)
+    assert caps.labels.tolist() == [7, 10]
+    assert caps.inputs.shape == (2, 1, 28, 28) and caps.inputs.max() > 0.5
+    assert all(c.ndim == 3 and min(c.shape[:2]) >= 15 for c in caps.crops)

@@ -211,6 +211,7 @@ def run_live(source: Source, reader: LiveReader, *, out: str | Path | None = Non
             t_got = time.perf_counter()
             live = reader.process(frame)
             live.ms["capture"] = 1e3 * (t_got - t_wait)
+            quit_now = False
             if out is not None or ui is not None:
                 t_draw = time.perf_counter()
                 shown = annotate_live(frame.image, live, fps=fps, strip=reader.config.strip,
@@ -221,7 +222,7 @@ def run_live(source: Source, reader: LiveReader, *, out: str | Path | None = Non
                 if sink is not None:
                     sink.write(shown)
                 if ui is not None and not ui.show(shown, frame, live):
-                    break
+                    quit_now = True
             now = time.perf_counter()
             live.ms["total"] = 1e3 * (now - t_wait)
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if stats.frames else 1 / max(now - last, 1e-6)
@@ -232,6 +233,8 @@ def run_live(source: Source, reader: LiveReader, *, out: str | Path | None = Non
             if json_out is not None:
                 json_out.write(json.dumps(live.to_json()) + "\n")
                 json_out.flush()
+            if quit_now:
+                break
     except KeyboardInterrupt:
         log("interrupted; closing the outputs")
     finally:
