@@ -15,13 +15,14 @@ derive by hand, and a check of every backward pass in `digitlab.nn` against fini
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from digitlab.journey.report import plain, plt, write_json
+from digitlab.journey.report import Figure, Section, Table, num, plain, plt, provenance, write_json
 from digitlab.nn import LAYERS, MSE, Flatten, Layer, SoftmaxCrossEntropy, gradcheck, relative_error
 
 GRAD_TOL = 1e-6  # float64 central differences: a correct backward lands around 1e-9..1e-11
@@ -335,15 +336,16 @@ def gradients_markdown(worst: dict[str, float], detail: dict[str, dict[str, floa
 # --- run ------------------------------------------------------------------------------------------------
 
 
-def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+def run(out_dir: Path, quick: bool = False, seed: int = 0, command: str | None = None) -> dict[str, Any]:
     """All three experiments; writes ``phase2_surface.png``, ``phase2_xor.png``, ``phase2_gradients.md``
     and ``phase2.json`` into ``out_dir`` and returns the dict of ``phase2.json``.
 
     ``quick`` trains XOR for fewer epochs and takes fewer GD steps; the science is the same.
     """
+    t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"quick": quick, "seed": seed}
+    result: dict[str, Any] = {}
     result.update(surface_experiment(seed, steps=30 if quick else 60, path=out_dir / "phase2_surface.png"))
     result.update(xor_experiment(seed, epochs=3000 if quick else 10000, path=out_dir / "phase2_xor.png"))
     worst, detail, skipped = gradient_table(seed)
@@ -351,9 +353,52 @@ def run(out_dir: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
                    "gradient_tolerance": GRAD_TOL})
     (out_dir / "phase2_gradients.md").write_text(gradients_markdown(worst, detail, skipped))
     result["figures"] = ["phase2_surface.png", "phase2_xor.png"]
+    result.update(provenance(2, quick, seed, out_dir, command, t0))
     result = plain(result)
     write_json(out_dir / "phase2.json", result)
     return result
 
 
-__all__ = ["gradient_descent", "gradient_table", "run", "surface_data", "xor_forward", "xor_gradients"]
+def section(r: dict[str, Any]) -> Section:
+    """The report's text for phase 2, from ``phase2.json``."""
+    lrs, f = r["surface_learning_rates"], r["surface_lr_factors"]
+    final, start = r["surface_final_loss_by_lr"], r["surface_start_loss_by_lr"]
+    lam_min, lam_max = r["surface_lambda"]
+    s = Section("Phase 2 — backprop")
+    runs = "; ".join(f"{k} lr {lrs[k]:g} ({f[k]:g}/λmax): loss {num(start[str(lrs[k])])} -> {num(final[str(lrs[k])])}"
+                     for k in ("slow", "good", "oscillating", "diverging"))
+    div = ", ".join(f"{v:g}" for v in r["diverged_lrs"]) or "none"
+    s.blocks.append(Figure(
+        "phase2_surface.png",
+        f"The loss surface of the two-weight linear model y = w1 x1 + w2 x2 under MSE: a bowl whose Hessian "
+        f"2XᵀX/N has eigenvalues {num(lam_min)} and {num(lam_max)} (correlated inputs make it a long valley). "
+        f"Gradient descent multiplies the error along each eigenvector by |1 - lr λ| per step, so it converges "
+        f"exactly when lr < 2/λmax = {num(r['surface_stable_lr_limit'])}. {r['surface_steps']} steps from the same "
+        f"start: {runs}. Diverged (loss above its start): lr {div} — the one above the limit. The optimum's loss is "
+        f"{num(r['surface_optimum_loss'])} (the noise in the targets)."))
+    restarts = (f" (seed {r['xor_seed']}: {r['xor_restarts']} earlier seed(s) stalled in a local minimum)"
+                if r["xor_restarts"] else "")
+    s.blocks.append(Figure(
+        "phase2_xor.png",
+        f"XOR, which no single neuron can compute, learned by a 2-2-1 sigmoid network whose gradients are "
+        f"derived by hand in `xor_gradients` (they match central differences to {r['xor_hand_grad_rel_error']:.1e}). "
+        f"Full-batch gradient descent, lr {r['xor_lr']:g}{restarts}: the black line is the decision boundary "
+        f"p = 0.5 at epochs {', '.join(str(e) for e in r['xor_snapshot_epochs'])}. It reaches "
+        f"{100 * r['xor_accuracy']:.0f} % at epoch {r['xor_epochs_to_100']}; after {r['xor_epochs']:,} epochs the "
+        f"cross-entropy is {num(r['xor_final_loss'])}. The two hidden units each draw one line; the output "
+        f"combines them into the band between the lines."))
+    detail = r["gradients_detail"]
+    rows = [[name, ", ".join(f"{k} {v:.1e}" for k, v in detail[name].items()), f"{err:.2e}",
+             "yes" if err < r["gradient_tolerance"] else "**no**"] for name, err in r["gradients"].items()]
+    rows += [[name, f"skipped: {why}", "", ""] for name, why in r["gradients_skipped"].items()]
+    worst = max(r["gradients"].values())
+    s.blocks.append(
+        f"Every layer's hand-written backward pass against central differences (h = 1e-6, float64, every entry "
+        f"of the input and of each parameter): the worst relative error over all {len(r['gradients'])} layers "
+        f"and losses is {worst:.1e}, below the tolerance {r['gradient_tolerance']:g}. A wrong backward pass gives "
+        f"errors near 1 (the test suite breaks one on purpose to check that the table would show it).")
+    s.blocks.append(Table(["layer / loss", "relative error per tensor", "max", f"< {r['gradient_tolerance']:g}"], rows))
+    return s
+
+
+__all__ = ["gradient_descent", "gradient_table", "run", "section", "surface_data", "xor_forward", "xor_gradients"]
