@@ -45,3 +45,16 @@ def test_training_benchmark_sides_do_the_same_arithmetic(bench):
     # same weights, same batches, same optimiser: the same mean loss over the epoch
     assert r["numpy_mean_loss"] == pytest.approx(r["torch_mean_loss"], rel=2e-3)
     assert r["numpy_native_blas_mean_loss"] == pytest.approx(r["torch_mean_loss"], rel=2e-3)
+
+
+def test_live_bench_quick():
+    from digitlab.bench.live import LiveBench, run_live_bench
+
+    r = run_live_bench(frames=24, stability_seeds=1, sizes=((240, 320),))
+    assert r["ms_p99_320x240"] >= r["ms_median_320x240"] > 0
+    assert r["fps_320x240"] == pytest.approx(1e3 / r["ms_median_320x240"], rel=0.02)
+    stages = r["stages_ms_median_320x240"]
+    assert {"flatten", "threshold", "classify", "track", "decode"} <= set(stages)
+    assert r["frames"] == 24 and len(r["stability_runs"]) == 2
+    assert 0.9 <= r["stable_correct"] <= 1 and 0 <= r["flip_rate"] < 0.05
+    assert "320x240" in LiveBench().format(r)
