@@ -82,7 +82,7 @@ def test_headless_live_writes_playable_mp4_and_json_lines(tmp_path):
         if not ok:
             break
         frames += 1
-        assert img.shape[1] == 640 and img.shape[0] > 480  # the frame and the debug strip below it
+        assert img.shape[1] == 640 and img.shape[0] > 480  # status band, frame, debug strip
     assert frames == 20
     assert not list(tmp_path.glob("*.partial*"))
 
@@ -248,19 +248,23 @@ def test_overlay_colours_say_stable_tentative_rejected(reader_factory):
     assert all(t.state == "tentative" for t in first.tracks)
     assert any(t.state == "stable" for t in last.tracks)
 
-    def colours(img, box):
-        x, y, w, h = box
-        edge = img[y, x:x + w + 1]
-        return {tuple(int(v) for v in px) for px in edge}
-
     a = annotate_live(src.video.frame(0).image, first)
     b = annotate_live(src.video.frame(7).image, last)
-    assert a.shape[0] > 240 and a.shape[:2] == b.shape[:2]  # the strip below, the same size every frame
+    assert a.shape[0] > 240 + 64 and a.shape[:2] == b.shape[:2]  # status band + frame + strip, always one size
+    top = a.shape[0] - 240 - 64  # the status band's height (the strip is 64 px)
+    assert a[:top].mean() < 60  # a dark band ...
+    assert (a[:top] > 200).any()  # ... with the FPS line written on it
+
+    def colours(img, box):
+        x, y, w, h = box
+        edge = img[y + top, x:x + w + 1]
+        return {tuple(int(v) for v in px) for px in edge}
+
     t0 = first.tracks[0]
     assert ORANGE in colours(a, t0.box)
     stable = next(t for t in last.tracks if t.state == "stable")
     assert GREEN in colours(b, stable.box)
-    ink = (b[240:, :, 0] > 200).any(axis=0)  # columns of the strip with a digit's bright ink in them
+    ink = (b[top + 240:, :, 0] > 200).any(axis=0)  # columns of the strip with a digit's bright ink in them
     tiles = int(np.sum(ink[1:] & ~ink[:-1]) + ink[0])
     assert len(last.inputs) >= 4 and tiles == min(len(last.inputs), (320 - 4) // (56 + 6))  # as many as fit
     first.result.rejected_boxes.append((5, 5, 30, 30))

@@ -50,7 +50,8 @@ def annotate_live(image: np.ndarray, live, fps: float = 0.0, strip: bool = True,
                   debug: bool = False) -> np.ndarray:
     """One live frame annotated: each track's box coloured by its state (green stable with its label and
     averaged confidence, orange tentative, grey lost), rejected candidates thin red, stable numbers in
-    blue, "Scanning..." while nothing is stable, FPS and per-stage milliseconds; with ``strip``, a band
+    blue, "Scanning..." while nothing is stable; above the frame a status band with FPS and per-stage
+    milliseconds; with ``strip``, a band
     below the frame with the 28x28 model input of every box seen this frame, framed in its track's colour.
     ``live`` is a `digitlab.vision.live.LiveResult`; ``selected`` a track id to highlight (capture)."""
     out = image[:, :, :3].copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
@@ -71,17 +72,20 @@ def annotate_live(image: np.ndarray, live, fps: float = 0.0, strip: bool = True,
         cv2.putText(out, n["text"], (x, min(out.shape[0] - 4, y + h + int(30 * font))), cv2.FONT_HERSHEY_SIMPLEX,
                     1.4 * font, BLUE, thick + 1, cv2.LINE_AA)
     if not live.numbers:
+        cv2.putText(out, "Scanning...", (10, out.shape[0] - 12), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0),
+                    thick + 3, cv2.LINE_AA)
         cv2.putText(out, "Scanning...", (10, out.shape[0] - 12), cv2.FONT_HERSHEY_SIMPLEX, font, ORANGE,
                     thick + 1, cv2.LINE_AA)
     stages = ("flatten", "threshold", "candidates", "classify", "track") if not debug else tuple(live.ms)
     hud = f"{fps:4.1f} FPS  " + " ".join(f"{k[:5]} {live.ms[k]:.1f}" for k in stages if k in live.ms)
-    cv2.putText(out, hud, (8, int(24 * font) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * font, (0, 0, 0), thick + 2,
+    # the status line sits on a dark band of its own, so labels near the top never run into it
+    bar = np.full((int(30 * font) + 6, out.shape[1], 3), 25, np.uint8)
+    cv2.putText(bar, hud, (8, int(22 * font) + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.75 * font, (235, 235, 235), thick,
                 cv2.LINE_AA)
-    cv2.putText(out, hud, (8, int(24 * font) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * font, (255, 255, 255), thick,
-                cv2.LINE_AA)
+    parts = [bar, out]
     if strip:
-        out = np.vstack([out, _live_strip(live, out.shape[1])])
-    return out
+        parts.append(_live_strip(live, out.shape[1]))
+    return np.vstack(parts)
 
 
 def _live_strip(live, width: int, tile: int = 56) -> np.ndarray:
