@@ -37,6 +37,7 @@ class PipelineConfig:
     remove_lines: bool = True       # ruled lines and grid paper
     line_frac: float = 0.4          # a straight run longer than this fraction of the side is a line ...
     line_thickness: float = 0.012   # ... if it is at most this fraction of the side thick (a pen stroke is thicker)
+    line_segment: float = 0.17      # straight pieces of this fraction of line_frac make up a (tilted) line
     drop_border: bool = True        # candidates touching the image border are the page's edge, not digits
     open_px: int = 0                # morphological opening (specks); 0 = none
     close_px: int = 0               # morphological closing (broken strokes); 0 = none
@@ -60,6 +61,7 @@ class PipelineConfig:
     not_digit_min: float = 0.7      # the "not a digit" probability that rejects a box outright
     line_overlap: float = 0.5       # boxes share a text line when their vertical overlap exceeds this
     number_gap: float = 0.9         # a gap wider than this times the digit height starts a new number
+    number_height_ratio: float = 2.2  # ... and so does a neighbour this many times taller (or shorter)
     pad: int = 0                    # pad the image with paper before processing (for frame-filling crops)
 
 
@@ -237,35 +239,65 @@ def binarize(ink: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, str]:
 
 
 def remove_lines(mask: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
-    """Erase straight horizontal and vertical runs much longer than a digit (ruled lines, grids, page
-    edges); the small gaps they leave in crossing strokes are closed again."""
+    """Erase ruled lines, grids and page edges: long thin runs, horizontal or vertical (a tilted photo's
+    lines too). Only the line's own pixels go: where a stroke crosses or touches the line, or lies along
+    it thicker than the line, its ink stays, so digits written on the line keep their shape."""
     h, w = mask.shape
-    max_thick = max(3, int(cfg.line_thickness * max(h, w)))
-    found = {}
-    length = int(cfg.line_frac * max(h, w))  # of the longer side: in a one-line crop no stroke is a line
+    side = max(h, w)
+    max_thick = max(3, int(cfg.line_thickness * side))
+    length = int(cfg.line_frac * side)  # of the longer side: in a one-line crop no stroke is a line
+    # the opening looks for straight pieces this long: short enough that a tilted line (slope up to ~1/20)
+    # still holds them inside the 3-px band below; pieces in a row must then span `length`
+    seg = max(15, int(length * cfg.line_segment))
+    out = mask
     for horizontal in (True, False):
-        lines = np.zeros_like(mask)
-        # a run of `length` pixels needs a row (column) with that many ink pixels, even after the
-        # 3-px thickening below: a cheap exact test that skips the long openings on most frames
-        if length >= 15 and length <= (w if horizontal else h) and _longest_line_count(mask, horizontal) >= length:
-            kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1) if horizontal else (1, length))
-            # thicken across the line first, so that a slightly slanted line (a tilted photo) still
-            # forms one long straight run
-            across = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 3) if horizontal else (3, 1))
-            runs = cv2.morphologyEx(cv2.dilate(mask, across), cv2.MORPH_OPEN, kernel) & cv2.dilate(mask, across)
-            if runs.any():
-                lines = _thin_isolated_runs(mask, runs, horizontal, max_thick)
-        found[horizontal] = lines
-    if not (found[True].any() or found[False].any()):
-        return mask
-    grown = {k: cv2.dilate(v, np.ones((3, 3), np.uint8)) for k, v in found.items()}
-    out = mask & ~(grown[True] | grown[False])
-    # give back line pixels inside strokes that cross the line: close the gap across the line only
-    k = 2 * max_thick + 5
-    across_h = cv2.morphologyEx(out, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (1, k)))
-    across_v = cv2.morphologyEx(out, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, 1)))
-    out |= mask & ((grown[True] & across_h) | (grown[False] & across_v))
+        if length < 15 or length > (w if horizontal else h) or _longest_line_count(out, horizontal) < seg:
+            continue
+        m = out if horizontal else np.ascontiguousarray(out.T)  # work on rows: vertical lines transposed
+        thick = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_RECT, (1, 3)))
+        runs = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (seg, 1)))
+        runs &= m
+        if not runs.any():
+            continue
+        # pieces in a row with short gaps (a faint line breaks up under the threshold) make one line
+        joined = cv2.morphologyEx(runs, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (seg, 1)))
+        n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(joined, 8, cv2.CV_32S, CCL)
+        widths = stats[:, cv2.CC_STAT_WIDTH]
+        # run pixels where the ink is thin across the run; per piece, the columns they cover and their
+        # mean thickness there (one piece may hold several lines joined by a page edge or a margin line)
+        across = cv2.getStructuringElement(cv2.MORPH_RECT, (1, max_thick + 3))
+        thin = runs & ~cv2.morphologyEx(m, cv2.MORPH_OPEN, across)
+        ys, xs = np.nonzero(thin)
+        lab = labels[ys, xs].astype(np.int64)
+        area = np.bincount(lab, minlength=n).astype(np.float64)
+        mw = m.shape[1]
+        cover = np.bincount(np.unique(lab * mw + xs) // mw, minlength=n).astype(np.float64)
+        primary = (widths >= length) & (cover >= 0.5 * widths)
+        primary[0] = False
+        if not primary.any():
+            continue
+        line_t = _median_run(thin & primary[labels].astype(np.uint8) * 255)  # the page's line thickness
+        # once the page has lines, a piece half as long and as thin as they are is one too (the rest of it
+        # too faint to pass the threshold)
+        is_line = primary | ((widths >= length // 2) & (cover >= 0.5 * widths)
+                             & (area / np.maximum(cover, 1) <= line_t + 1))
+        is_line[0] = False
+        # ink that runs on across the line for more than the line's thickness is a stroke: it stays
+        k = int(round(line_t)) + 3
+        stroke = cv2.morphologyEx(m, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, k)))
+        erase = is_line[labels] & (runs > 0) & (stroke == 0)
+        m = m.copy()
+        m[erase] = 0
+        out = m if horizontal else np.ascontiguousarray(m.T)
     return out
+
+
+def _median_run(b: np.ndarray) -> float:
+    """Median length of the vertical runs of nonzero pixels in ``b``."""
+    cols = np.pad(np.ascontiguousarray(b.T > 0), ((0, 0), (1, 1))).ravel().view(np.int8)
+    d = np.diff(cols)
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    return float(np.median(ends - starts)) if starts.size else 1.0
 
 
 def _longest_line_count(mask: np.ndarray, horizontal: bool) -> int:
@@ -273,25 +305,6 @@ def _longest_line_count(mask: np.ndarray, horizontal: bool) -> int:
     across = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (1, 3) if horizontal else (3, 1)))
     counts = cv2.reduce((across > 0).astype(np.uint8), 1 if horizontal else 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)
     return int(counts.max()) if counts.size else 0
-
-
-def _thin_isolated_runs(mask: np.ndarray, runs: np.ndarray, horizontal: bool, max_thick: int) -> np.ndarray:
-    """The long runs that are ruled lines: thin, with paper on both sides along most of their length (the
-    straight core of a thick curved stroke has ink beside it)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
-    is_line = np.zeros(n, bool)
-    d = max_thick + 2
-    for i in range(1, n):
-        x, y, cw, ch, area = (int(v) for v in stats[i, :5])
-        if area / max(cw if horizontal else ch, 1) > max_thick + 2:  # mean thickness, slant-proof
-            continue
-        if horizontal:
-            sides = (mask[max(0, y - d):y, x:x + cw], mask[y + ch:y + ch + d, x:x + cw])
-        else:
-            sides = (mask[y:y + ch, max(0, x - d):x], mask[y:y + ch, x + cw:x + cw + d])
-        if all(side.size == 0 or side.mean() < 0.35 * 255 for side in sides):
-            is_line[i] = True
-    return np.where(is_line[labels], 255, 0).astype(np.uint8)
 
 
 def clean(mask: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
@@ -481,10 +494,13 @@ def group_numbers(digits: list[Digit], cfg: PipelineConfig) -> list[Number]:
     numbers = []
     for index, line in enumerate(lines):
         line.sort(key=lambda d: d.box[0])
-        height = float(median([d.box[3] for d in line]))
         group = [line[0]]
         for prev, d in zip(line[:-1], line[1:], strict=True):
-            if d.box[0] - (prev.box[0] + prev.box[2]) > cfg.number_gap * height:
+            # the gap is measured against the two neighbours' own height (a line may hold numbers of
+            # very different sizes); digits of one number are about equally tall
+            low, high = sorted((prev.box[3], d.box[3]))
+            height = (low + high) / 2
+            if d.box[0] - (prev.box[0] + prev.box[2]) > cfg.number_gap * height or high > cfg.number_height_ratio * low:
                 numbers.append(_number(group, index))
                 group = []
             group.append(d)
