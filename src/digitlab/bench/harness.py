@@ -81,8 +81,9 @@ def ratio_lines(result: dict) -> list[str]:
 
 
 def blas_info() -> list[dict]:
-    """The BLAS libraries NumPy loaded, with kernel and threads (threadpoolctl)."""
+    """The BLAS libraries loaded, with kernel and threads (threadpoolctl); NumPy's own first (OpenCV
+    may bring a second OpenBLAS, which NumPy does not use)."""
     from threadpoolctl import threadpool_info
 
-    return [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-            for i in threadpool_info()]
+    libs = sorted(threadpool_info(), key=lambda i: "numpy" not in str(i.get("filepath", "")))
+    return [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for i in libs]

@@ -13,13 +13,15 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from digitlab.errors import ModelFileError
-from digitlab.nn.layers import Layer, build_layer
+from digitlab.nn import parallel
+from digitlab.nn.layers import Layer, ReLU, build_layer
 
 FORMAT = "digitlab-model"
 FORMAT_VERSION = 1
@@ -36,9 +38,40 @@ class Sequential:
         self.meta = dict(meta or {})
 
     # -- computation -----------------------------------------------------------------------------
+    def _fused(self) -> set[int]:
+        """Indices of the ReLU layers that the layer before computes in its own pass: a layer marked
+        ``fuses_relu`` (`BatchNorm`) directly followed by a plain `ReLU`; ``forward`` sets that layer's
+        ``relu`` flag for the call. The function is the same; the activations are traversed twice less
+        in each direction."""
+        return {i + 1 for i in range(len(self.layers) - 1)
+                if getattr(self.layers[i], "fuses_relu", False) and type(self.layers[i + 1]) is ReLU}
+
+    def _section(self) -> AbstractContextManager:
+        """For a net with batch-parallel layers (convolution, pooling) the whole pass runs with BLAS
+        single-threaded (`digitlab.nn.parallel.section`): those layers bring their own worker threads,
+        and a multi-threaded BLAS call in between (the dense head) would leave a BLAS thread spinning,
+        competing with the workers for the cores. Other nets keep BLAS threading as it is."""
+        if any(getattr(layer, "batch_parallel", False) for layer in self.layers):
+            return parallel.section()
+        return nullcontext()
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        with self._section():
+            return self._forward(x, training)
+
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        fused = self._fused()
+        for i, layer in enumerate(self.layers):
+            if i in fused:
+                continue
+            if i + 1 in fused:
+                layer.relu = True
+                try:
+                    x = layer.forward(x, training)
+                finally:
+                    layer.relu = False
+            else:
+                x = layer.forward(x, training)
         return x
 
     __call__ = forward
@@ -47,12 +80,19 @@ class Sequential:
         """Backpropagate dL/d(output). With ``input_grad=False`` (training on data) it stops after the
         first layer with parameters and skips that layer's input gradient, which nobody needs: for the
         default MLP that is a quarter of the backward FLOPs."""
+        with self._section():
+            return self._backward(dout, input_grad)
+
+    def _backward(self, dout: np.ndarray, input_grad: bool) -> np.ndarray | None:
         stop = 0
         if not input_grad:
             stop = next((i for i, layer in enumerate(self.layers) if layer.params), None)
             if stop is None:
                 return None
+        fused = self._fused()
         for i in range(len(self.layers) - 1, stop - 1, -1):
+            if i in fused:
+                continue  # its backward ran inside the layer before (see `_fused`)
             layer = self.layers[i]
             if i == stop and not input_grad:
                 layer.need_input_grad = False
