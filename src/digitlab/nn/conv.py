@@ -136,12 +136,13 @@ class Conv2D(Layer):
         f, c, kh, kw = self.params["W"].shape
         return self.params["W"].transpose(2, 3, 1, 0).reshape(kh * kw * c, f).astype(dtype, copy=False)
 
-    def _chunks(self, n: int, h: int, w: int, oh: int, ow: int, itemsize: int) -> list[tuple[int, int]]:
-        """Chunks of images whose columns (and, for the input gradient, gradient columns) fill about
-        ``CHUNK_BYTES``."""
+    def _chunks(self, n: int, h: int, w: int, oh: int, ow: int, itemsize: int,
+                input_grad: bool = False) -> list[tuple[int, int]]:
+        """Chunks of images whose columns (and, with ``input_grad``, the gradient's columns too) fill
+        about ``CHUNK_BYTES``."""
         kh, kw = self.kernel_size
-        per_image = max(oh * ow * self.in_channels, h * w * self.out_channels) * kh * kw * itemsize
-        return _chunks(n, per_image)
+        per_image = (oh * ow * self.in_channels + (h * w * self.out_channels if input_grad else 0)) * kh * kw
+        return _chunks(n, per_image * itemsize)
 
     def _windows(self, xp: np.ndarray, oh: int, ow: int) -> np.ndarray:
         """The im2col view of a padded NHWC array, no copy: ``win[n, i, j, kh, kw, c]``."""
@@ -194,7 +195,7 @@ class Conv2D(Layer):
         win = self._windows(self.xp, oh, ow)
         need_dx = self.need_input_grad
         dxh = np.empty((n, h, w, c), dout.dtype) if need_dx else None
-        chunks = self._chunks(n, h, w, oh, ow, dout.itemsize)
+        chunks = self._chunks(n, h, w, oh, ow, dout.itemsize, input_grad=need_dx)
         size = chunks[0][1] - chunks[0][0]
         full = need_dx and (sh, sw) == (1, 1)
         if full:
@@ -208,7 +209,7 @@ class Conv2D(Layer):
 
         def chunk(s: int, e: int, worker: int) -> tuple[np.ndarray, np.ndarray | None]:
             gc = g[s:e].reshape(-1, f)  # a view when dout is channels-last, else a copy of this chunk
-            dwm = self._gather(win, s, e, size, f"cols{worker}").T @ gc
+            dwm = self._gather(win, s, e, size, f"bcols{worker}").T @ gc
             db = gc.sum(axis=0) if self.bias else None
             if full:
                 gp[s:e, kh - 1:kh - 1 + oh, kw - 1:kw - 1 + ow] = g[s:e]
