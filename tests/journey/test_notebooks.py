@@ -21,7 +21,8 @@ def test_notebook_runs_and_writes_its_phase(notebook_run, n: int) -> None:
     # the last cell displays the report's section for this phase, numbers included
     shown = nb.cells[-1 if n != 5 else -3].outputs
     md = "".join(o.get("data", {}).get("text/markdown", "") for o in shown)
-    assert f"## Phase {n}" in md and "![" in md
+    images = [o for o in shown if "image/png" in o.get("data", {})]
+    assert f"## Phase {n}" in md and len(images) == len(r["figures"])
 
 
 def test_phase1_and_phase2_science_through_the_notebooks(notebook_run) -> None:

@@ -302,7 +302,7 @@ def torch_table(tc: dict[str, Any]) -> Table:
          acc(tc["torch_card_test_accuracy"]), ""],
         [f"test accuracy measured here with NumPy ({n:,} images)", acc(tc["numpy_measured_test_accuracy"]),
          acc(tc["torch_measured_test_accuracy"]), ""],
-        ["training the shipped recipe, seconds (epochs)",
+        ["training each model's recipe (model card), s (epochs)",
          f"{_s(tc['numpy_train_seconds'], '.1f')} ({tc['numpy_train_epochs']})",
          f"{_s(tc['torch_train_seconds'], '.1f')} ({tc['torch_train_epochs']})", ""],
         ["seconds per epoch of that recipe", _s(tc["numpy_seconds_per_epoch"], ".1f"),
@@ -321,7 +321,7 @@ def torch_table(tc: dict[str, Any]) -> Table:
          _s(tc["bench_infer_torch_single_ms"], ".2f"),
          given(tc["bench_infer_ratio_single"])],
     ]
-    return Table(["", "NumPy (digitlab.nn)", f"PyTorch {tc['torch_version'] or ''} CPU", "NumPy / PyTorch"], rows)
+    return Table(["", "NumPy (digitlab.nn)", f"PyTorch {tc['torch_version'] or ''}", "NumPy / PyTorch"], rows)
 
 
 def section(r: dict[str, Any]) -> Section:
@@ -329,7 +329,8 @@ def section(r: dict[str, Any]) -> Section:
     s = Section("Phase 5 — inside the CNN")
     tc = r["torch_comparison"]
     s.blocks.append(
-        f"Model: `{r['model']}` ({r['params']:,} parameters). On the first {r['test_images']:,} MNIST test images "
+        f"Model: `{r['model']}` ({r['params']:,} parameters). On the "
+        f"{'' if r['test_images'] == 10000 else 'first '}{r['test_images']:,} MNIST test images "
         f"it reads {pct(r['test_accuracy'], 2)} ({r['errors']} errors).")
     s.blocks.append(Figure(
         "phase5_filters.png",
@@ -349,7 +350,7 @@ def section(r: dict[str, Any]) -> Section:
         f"digit seen through the edge detectors above; after pooling, maps are coarser and each pixel sees more "
         f"of the digit (receptive field {' -> '.join(str(x['receptive_field']) for x in st)} pixels across); the "
         f"last 4x4 maps say where a part is "
-        f"only roughly. Fraction of positive values per stage: {active} — ReLU makes the code sparse. The "
+        f"only roughly. Values above zero per stage: {active}; ReLU sets the rest to exactly 0. The "
         f"model reads {r['feature_prediction']} with p = {num(r['feature_probability'], 4)}."))
     mc = r["most_confused"]
     s.blocks.append(Figure(

@@ -142,6 +142,20 @@ def section_markdown(s: Section, image_dir: str = "") -> str:
     return "\n\n".join(parts)
 
 
+def display_section(s: Section, out_dir: Path) -> None:
+    """Show a section in a notebook: its text as Markdown, its figures as embedded images (a notebook
+    cannot link to files outside its folder)."""
+    from IPython.display import Image, Markdown, display
+
+    display(Markdown(f"## {s.title}"))
+    for b in s.blocks:
+        if isinstance(b, Figure):
+            display(Image(filename=str(Path(out_dir) / b.file)))
+            display(Markdown(f"*{b.caption}*"))
+        else:
+            display(Markdown(_table_md(b) if isinstance(b, Table) else b))
+
+
 def render_markdown(title: str, intro: list[str], sections: list[Section]) -> str:
     return "\n\n".join([f"# {title}", *intro, *(section_markdown(s) for s in sections)]) + "\n"
 
@@ -258,4 +272,4 @@ def write_report(out_dir: Path) -> tuple[Path, Path]:
 
 
 __all__ = ["Figure", "Section", "Table", "load_results", "num", "pct", "plain", "plt", "provenance", "pts",
-           "render_html", "render_markdown", "section_markdown", "write_json", "write_report"]
+           "display_section", "render_html", "render_markdown", "section_markdown", "write_json", "write_report"]
