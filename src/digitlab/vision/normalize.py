@@ -45,11 +45,13 @@ def _tight(ink: np.ndarray, level: float) -> np.ndarray | None:
 
 
 def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int = 20, frame: int = 28,
-             stroke: bool = True, deskew_digit: bool = False) -> np.ndarray:
+             stroke: bool = True, deskew_digit: bool = False, thin: bool = True, floor: float = 0.0) -> np.ndarray:
     """A crop of ink (float or uint8, ink bright on dark, any size) -> 28x28 float32 in [0, 1] like MNIST.
 
     ``mask``: the binary ink of the digit in the crop (others' ink is zeroed); ``stroke``: thicken or thin
-    the strokes toward MNIST's width before scaling; ``deskew_digit``: shear upright first.
+    the strokes toward MNIST's width before scaling (``thin``: also thin them, else only thicken);
+    ``deskew_digit``: shear upright first; ``floor``: ink below this fraction of the stroke's level (its
+    95th percentile) fades to paper, the rest is stretched to [0, 1] (a blurred stroke's halo goes).
     """
     ink = ink.astype(np.float32)
     if mask is not None:
@@ -61,13 +63,17 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
     values = ink[ink > 0]
     top = float(np.percentile(values, 95)) if values.size else 1.0
     ink = np.clip(ink / max(top, 1e-6), 0, 1)
+    if floor > 0:  # contrast stretch: a blurred stroke's halo (and a small loop filled by blur) fades out
+        ink = _tight(np.clip((ink - floor) / (1 - floor), 0, 1), 0.05)
+        if ink is None:
+            return out
     if stroke:
         width = stroke_width(ink > 0.5) * box_size / max(ink.shape)  # stroke width at the 20-px scale
         if width > 0:
             # change the width at the crop's own resolution, where one pixel is 1/scale MNIST pixels
             delta = (MNIST_STROKE - width) * max(ink.shape) / box_size  # crop pixels to add (+) or remove (-)
             radius = int(round(abs(delta) / 2))
-            if radius >= 1:
+            if radius >= 1 and (thin or delta > 0):
                 ink = np.pad(ink, radius + 1)
                 kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
                 ink = _tight(cv2.dilate(ink, kernel) if delta > 0 else cv2.erode(ink, kernel), 0.05)

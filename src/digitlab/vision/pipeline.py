@@ -56,6 +56,9 @@ class PipelineConfig:
     merge_margin: float = 0.15      # ... when reading them as one raises the mean confidence by this much
     digit_aspect: float = 0.72      # typical width / height of one handwritten digit
     stroke_norm: bool = True
+    stroke_thin: bool = False       # stroke normalisation may also thin strokes (hurts small blurred digits)
+    contrast_floor: float = 0.0     # ink below this fraction of the stroke level fades out (off: a small
+                                    # gain on blurred synthetic digits, a loss on real photos)
     deskew: bool = False
     reject_threshold: float | None = None   # None: the model's calibrated threshold (or 0.5)
     not_digit_min: float = 0.7      # the "not a digit" probability that rejects a box outright

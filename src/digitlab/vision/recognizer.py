@@ -124,7 +124,7 @@ class Recognizer:
         for i in todo:
             c = flat[i]
             inputs[i, 0] = to_mnist(ink[c.y:c.y + c.h, c.x:c.x + c.w], c.mask, stroke=cfg.stroke_norm,
-                                    deskew_digit=cfg.deskew)
+                                    deskew_digit=cfg.deskew, thin=cfg.stroke_thin, floor=cfg.contrast_floor)
         tick("normalize")
         if known:
             all_probs = np.zeros((len(flat), 11 if self.reject_class is not None else 10), np.float32)
