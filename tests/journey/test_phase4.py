@@ -31,7 +31,7 @@ def test_dense_net_is_blind_to_the_permutation(result: dict) -> None:
 
 def test_cnn_drops_more(result: dict) -> None:
     d = result["drop"]
-    assert d["cnn"] > d["dense"] + 0.05  # in quick mode the CNN loses ~15 points, the dense net ~0
+    assert d["cnn"] > d["dense"] + 0.05  # in quick mode the CNN loses ~12 points, the dense net ~0
     assert result["accuracy"]["cnn_original"] > result["accuracy"]["cnn_permuted"]
     assert result["cnn_drop_larger"] is True
 
@@ -80,4 +80,4 @@ def test_equivariant_dense_forward() -> None:
 def test_files(result: dict, journey_dir: Path) -> None:
     for name in result["figures"]:
         assert_png(journey_dir / name)
-    assert result["sizes"]["train"] == 3000 and result["quick"] is True
+    assert result["sizes"]["train"] == 6000 and result["quick"] is True
