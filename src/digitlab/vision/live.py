@@ -312,32 +312,53 @@ def _nearest_centre(live: LiveResult, shape: tuple[int, ...]) -> int | None:
 # -- stability -----------------------------------------------------------------------------------
 def score_stability(results: list[LiveResult], truths: list, settle: int = 15, min_iou: float = 0.3) -> dict:
     """How good the stable readings of a synthetic video are. ``truths[i]`` is frame i's
-    `digitlab.data.video.VideoFrame`. After the first ``settle`` frames, for every number fully in view
-    and uncovered: ``coverage`` = share of those frames in which a stable reading overlaps it (IoU >=
-    ``min_iou``), ``correct`` = share of the shown readings whose text is right, ``flip_rate`` = changes
-    of a number's shown text between consecutive shown frames, per shown frame."""
-    visible = shown = right = flips = 0
+    `digitlab.data.video.VideoFrame`. After the first ``settle`` frames, each number wholly in view and
+    not under the hand (a *visible number-frame*) is
+
+    - ``right`` when a stable reading has its exact text and overlaps it (IoU >= ``min_iou``);
+    - ``wrong`` when it is not right but some stable reading touches it (IoU > 0: a number shown short
+      of a digit, or split in two, counts here, not as unseen);
+    - ``missed`` when no stable reading touches it.
+
+    ``right_rate = right / visible`` is the headline (what a user sees); ``correct = right / (right +
+    wrong)`` the accuracy of what is shown, ``coverage = (right + wrong) / visible``. ``false_readings``
+    counts stable readings that touch no number at all (hidden ones included). ``flips`` counts changes
+    of the text shown for a number between consecutive frames in which it is right or wrong."""
+    visible = right = wrong = flips = false = 0
     last_text: dict[int, str] = {}
     wrong_examples: list[dict] = []
     for res, truth in zip(results, truths, strict=True):
         if res.frame < settle:
             continue
+        for n in res.numbers:
+            if not any(iou(tuple(n["box"]), t.box) > 0 for t in truth.numbers):
+                false += 1
         for k, number in enumerate(truth.numbers):
             if not number.visible:
                 last_text.pop(k, None)  # a hidden number may come back read afresh: not a flip
                 continue
             visible += 1
-            best = max(res.numbers, key=lambda n: iou(tuple(n["box"]), number.box), default=None)
-            if best is None or iou(tuple(best["box"]), number.box) < min_iou:
+            touching = [n for n in res.numbers if iou(tuple(n["box"]), number.box) > 0]
+            if not touching:
+                last_text.pop(k, None)
                 continue
-            shown += 1
-            if best["text"] == number.text:
+            ok = any(n["text"] == number.text and iou(tuple(n["box"]), number.box) >= min_iou for n in touching)
+            shown = " ".join(n["text"] for n in sorted(touching, key=lambda n: n["box"][0]))
+            if ok:
                 right += 1
-            elif len(wrong_examples) < 10:
-                wrong_examples.append({"frame": res.frame, "truth": number.text, "read": best["text"]})
-            if k in last_text and last_text[k] != best["text"]:
+                shown = number.text
+            else:
+                wrong += 1
+                if len(wrong_examples) < 10:
+                    wrong_examples.append({"frame": res.frame, "truth": number.text, "read": shown})
+            if k in last_text and last_text[k] != shown:
                 flips += 1
-            last_text[k] = best["text"]
-    return {"frames": len(results), "settle": settle, "number_frames_visible": visible, "number_frames_shown": shown,
-            "coverage": shown / visible if visible else 0.0, "correct": right / shown if shown else 0.0,
-            "flips": flips, "flip_rate": flips / shown if shown else 0.0, "wrong_examples": wrong_examples}
+            last_text[k] = shown
+    shown_frames = right + wrong
+    return {"frames": len(results), "settle": settle, "number_frames_visible": visible, "right": right,
+            "wrong": wrong, "missed": visible - shown_frames, "false_readings": false,
+            "right_rate": right / visible if visible else 0.0,
+            "correct": right / shown_frames if shown_frames else 0.0,
+            "coverage": shown_frames / visible if visible else 0.0,
+            "flips": flips, "flip_rate": flips / shown_frames if shown_frames else 0.0,
+            "wrong_examples": wrong_examples}

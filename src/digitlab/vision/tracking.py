@@ -53,6 +53,7 @@ class TrackerConfig:
     number_frames: int = 3          # frames a number's new text must be seen before it is shown
     velocity: float = 0.5           # smoothing of the per-frame motion used to predict a track's box
     num_classes: int = 11           # probability vectors are padded to this (10 digits + "not a digit")
+    hide_incomplete: bool = True    # a shown number with a digit being read beside it is hidden meanwhile
 
 
 @dataclass
@@ -95,6 +96,8 @@ class _NumberTrack:
     pending: str
     pending_run: int
     line: int = 0             # text line index from group_numbers, for reading order
+    shrunk: bool = False      # its shown text lost digits (hidden, gone): it is not the whole number
+    shown_ids: frozenset[int] = frozenset()  # the tracks its shown text was read from
 
 
 def iou(a: Box | tuple[float, ...], b: Box | tuple[float, ...]) -> float:
@@ -290,7 +293,10 @@ class Tracker:
         * a change that only *adds* digits (every old track still in it, the number complete) is shown at
           once, for the same reason;
         * any other change (a digit gone, numbers split or joined) is shown only after the new text was
-          seen for ``number_frames`` frames in a row.
+          seen for ``number_frames`` frames in a row;
+        * a shown number that becomes incomplete (a digit is being read beside it: one coming back from
+          under a hand, say) is hidden until it is complete again (with ``hide_incomplete``; always when
+          its text had lost digits): for those few frames its text would be a wrong reading.
         """
         cfg = self.pipeline_config
         shown = [t for t in self.tracks if t.label is not None]
@@ -326,21 +332,30 @@ class Tracker:
             grows = old.ids <= ids
             old_ids = old.ids
             old.ids, old.box, old.line = ids, box, line
+            if not complete and not (grows and old_ids != ids) and (old.shrunk or self.config.hide_incomplete):
+                # digits it lost are being read again beside it (the hand moved away): a short text would
+                # now be a wrong reading of a number in full view, so show nothing until it is complete
+                old.text, old.pending, old.pending_run = None, text, 0
+                updated.append(old)
+                continue
             if text == old.text:
-                old.pending, old.pending_run = text, 0
+                old.pending, old.pending_run, old.shown_ids = text, 0, ids
                 updated.append(old)
                 continue
             old.pending_run = old.pending_run + 1 if text == old.pending else 1
             old.pending = text
             if old.text is None:
                 if complete:
-                    old.text, old.pending_run = text, 0
+                    old.shrunk = old.shrunk and ids <= old.shown_ids
+                    old.text, old.pending_run, old.shown_ids = text, 0, ids
             elif (complete and grows and old_ids != ids) or old.pending_run >= k:
-                old.text, old.pending_run = text, 0
+                old.shrunk = ids < old.shown_ids or (old.shrunk and ids <= old.shown_ids)
+                old.text, old.pending_run, old.shown_ids = text, 0, ids
             updated.append(old)
         for ci, (ids, box, text, line, complete) in enumerate(current):
             if ci not in used_c:
-                updated.append(_NumberTrack(ids, box, text if complete else None, text, 1, line))
+                updated.append(_NumberTrack(ids, box, text if complete else None, text, 1, line,
+                                            shown_ids=ids if complete else frozenset()))
         self._numbers = updated
 
     def stable_numbers(self) -> list[dict]:
