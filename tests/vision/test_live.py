@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -282,6 +283,7 @@ def test_window_keys_save_a_capture_that_review_and_load_read_back(reader_factor
     monkeypatch.setattr(L.cv2, "imshow", lambda *a, **k: None)
     monkeypatch.setattr(L.cv2, "waitKey", lambda *a: next(keys))
     monkeypatch.setattr(L.cv2, "destroyAllWindows", lambda: None)
+    monkeypatch.setattr(L.cv2, "getWindowProperty", lambda *a: 1.0)
     folder = tmp_path / "caps"
     stats = run_live(SyntheticSource(seed=1, frames=30, hand=False), reader_factory(), window=True,
                      captures=folder, log=lambda s: None)
@@ -322,3 +324,38 @@ def test_reuse_changes_no_reading_and_saves_model_calls(reader_factory):
     without = [fresh.process(f).numbers for f in frames]
     assert [[n["text"] for n in x] for x in with_reuse] == [[n["text"] for n in x] for x in without]
     assert base.reused > 0.4 * (base.reused + base.classified) and fresh.reused == 0
+
+
+class _Frozen(Source):
+    """A live camera whose driver hangs after one frame."""
+
+    live = True
+
+    def __init__(self):
+        self.closed = threading.Event()
+
+    def __iter__(self):
+        yield Frame(0, 0.0, np.zeros((4, 4, 3), np.uint8))
+        self.closed.wait(10)
+
+    def close(self):
+        self.closed.set()
+
+
+def test_a_hanging_camera_is_reported_not_waited_on():
+    src = Prefetch(_Frozen(), stall_seconds=0.3)
+    t0 = time.perf_counter()
+    with pytest.raises(DigitlabError, match="no frame for"):
+        for _ in src:
+            pass
+    assert time.perf_counter() - t0 < 3
+    src.close()
+
+
+def test_frames_of_any_camera_format_become_bgr_uint8():
+    from digitlab.vision.sources import as_bgr
+
+    for img in (np.full((6, 8), 7, np.uint8), np.full((6, 8, 1), 7, np.uint8), np.full((6, 8, 4), 7, np.uint8),
+                np.full((6, 8, 3), 7 * 257, np.uint16)):
+        out = as_bgr(img)
+        assert out.shape == (6, 8, 3) and out.dtype == np.uint8 and int(out[0, 0, 0]) == 7

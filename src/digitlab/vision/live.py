@@ -149,6 +149,7 @@ class VideoSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(self.path.stem + ".partial" + (self.path.suffix or ".mp4"))
         self.size = size  # (width, height)
+        self.fps = float(fps)
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
         if not self.writer.isOpened():
             raise DigitlabError(f"{self.path}: OpenCV cannot write an MP4 video here (is the folder writable?)")
@@ -196,7 +197,12 @@ def run_live(source: Source, reader: LiveReader, *, out: str | Path | None = Non
     log = log or (lambda s: print(f"digitlab: {s}", file=sys.stderr, flush=True))
     stats = LiveStats()
     sink: VideoSink | None = None
-    ui = _Window(captures, log) if window else None
+    ui = None
+    if window:
+        try:
+            ui = _Window(captures, log)
+        except cv2.error as exc:  # a display that is set but cannot be reached
+            log(f"cannot open a window ({str(exc).strip().splitlines()[-1]}); running headless")
     start = time.perf_counter()
     last = start
     fps = 0.0
@@ -220,6 +226,9 @@ def run_live(source: Source, reader: LiveReader, *, out: str | Path | None = Non
                 if out is not None and sink is None:
                     sink = VideoSink(out, source.fps or 30.0, (shown.shape[1], shown.shape[0]))
                 if sink is not None:
+                    if source.live:  # frames come as the loop allows: repeat them so the video keeps real time
+                        while sink.frames < int(frame.t * sink.fps):
+                            sink.write(shown)
                     sink.write(shown)
                 if ui is not None and not ui.show(shown, frame, live):
                     quit_now = True
@@ -262,6 +271,8 @@ class _Window:
     def show(self, image: np.ndarray, frame: Frame, live: LiveResult) -> bool:
         cv2.imshow("digitlab live", image)
         key = cv2.waitKey(1) & 0xFF
+        if cv2.getWindowProperty("digitlab live", cv2.WND_PROP_VISIBLE) < 1:  # closed with its X button
+            return False
         if key == 255:
             return True
         if self.selected is None:

@@ -38,6 +38,19 @@ class Frame:
     truth: object = None  # the synthetic camera's `digitlab.data.video.VideoFrame`, else None
 
 
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A camera or file frame as 3-channel BGR uint8 (gray, single-channel, BGRA, 16-bit all occur)."""
+    if image.dtype != np.uint8:
+        from digitlab.vision.pipeline import to_uint8
+
+        image = to_uint8(image)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
 class Source:
     """Base class: iterate for frames; ``fps`` is the nominal rate (None when unknown); ``live`` says
     whether frames are produced in real time (a camera) rather than read from storage."""
@@ -95,7 +108,7 @@ class CameraSource(Source):
                     raise DigitlabError(f"{self.name} stopped delivering frames and could not be reopened "
                                         f"after {self.reconnect} attempts (unplugged?)")
                 continue
-            yield Frame(i, time.perf_counter() - start, img)
+            yield Frame(i, time.perf_counter() - start, as_bgr(img))
             i += 1
 
     def _reopen(self) -> bool:
@@ -127,9 +140,13 @@ class VideoSource(Source):
         if self.path.stat().st_size == 0:
             raise DigitlabError(f"{self.path}: the file is empty")
         self.cap = cv2.VideoCapture(str(self.path))
-        ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
+        opened = self.cap.isOpened()
+        ok, first = self.cap.read() if opened else (False, None)
         if not ok or first is None:
             self.cap.release()
+            if opened:
+                raise DigitlabError(f"{self.path}: the video opens but has no frame OpenCV can decode (empty, or "
+                                    "a codec this OpenCV build lacks; try converting it to MP4/H.264)")
             raise DigitlabError(f"{self.path}: not a video OpenCV can read (corrupt, truncated, or a codec this "
                                 "OpenCV build lacks; try converting it to MP4/H.264)")
         self._first = first
@@ -141,7 +158,7 @@ class VideoSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         i, img = 0, self._first
         while img is not None:
-            yield Frame(i, i / self.fps, img)
+            yield Frame(i, i / self.fps, as_bgr(img))
             i += 1
             ok, img = self.cap.read()
             if not ok:
@@ -181,6 +198,7 @@ class ImageSource(Source):
             except DigitlabError as exc:
                 self.log(str(exc))
                 continue
+            img = as_bgr(img)
             for _ in range(self.repeat):
                 yield Frame(i, i / self.fps, img)
                 i += 1
@@ -212,8 +230,9 @@ class Prefetch(Source):
     Live sources: only the newest frame is kept, older unread ones are dropped (``dropped`` counts them).
     Errors in the reader thread are raised in the consumer."""
 
-    def __init__(self, source: Source, depth: int = 4) -> None:
+    def __init__(self, source: Source, depth: int = 4, stall_seconds: float = 5.0) -> None:
         self.source = source
+        self.stall_seconds = float(stall_seconds)  # a live source silent this long is reported, not waited on
         self.fps, self.live, self.name = source.fps, source.live, source.name
         self.dropped = 0
         self._q: queue.Queue = queue.Queue(maxsize=1 if source.live else max(1, depth))
@@ -249,11 +268,17 @@ class Prefetch(Source):
                 self._put(frame)
         except BaseException as exc:  # handed to the consumer
             self._put(exc)
+        finally:  # the reader closes what it reads, so nothing is released under its feet
+            self.source.close()
         self._put(_END)
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
-            item = self._q.get()
+            try:
+                item = self._q.get(timeout=self.stall_seconds if self.live else None)
+            except queue.Empty:
+                raise DigitlabError(f"{self.name}: no frame for {self.stall_seconds:.0f} s (the camera hangs; "
+                                    "unplug and replug it, or close other programs using it)") from None
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -262,8 +287,12 @@ class Prefetch(Source):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2.0)
-        self.source.close()
+        while True:  # unblock a reader waiting to put its last frame
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=5.0)
 
 
 def open_source(camera: int | None = None, video: str | Path | None = None, images: str | Path | None = None,
