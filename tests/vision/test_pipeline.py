@@ -99,6 +99,29 @@ def test_remove_lines_erases_ruled_lines_and_keeps_strokes():
     assert out[50:150, 100:112].mean() > 245 and out[200:212, 150:330].mean() > 245  # strokes kept (>= 96 %)
 
 
+
+def test_remove_lines_follows_tilted_lines_and_keeps_small_digits_on_them():
+    mask = np.zeros((600, 800), np.uint8)
+    for y0 in range(40, 600, 45):  # ruled paper on a tilted photo: 24 px drop over the width
+        cv2.line(mask, (0, y0), (799, y0 + 24), 255, 2)
+    mask[100:118, 300:303] = 255  # a small 1 standing on the line below it (y ~ 116 there)
+    mask[130:150, 500:518] = 255  # a small blob crossing the line through y ~ 140
+    out = P.remove_lines(mask, PipelineConfig())
+    assert out[:, 600:].sum() < 0.02 * mask[:, 600:].sum()  # the lines are gone
+    assert out[100:118, 300:303].mean() > 240 and out[130:150, 500:518].mean() > 240  # the digits stay
+
+
+def test_faint_line_fragments_are_dropped_but_a_pen_one_is_kept():
+    ink = np.zeros((300, 300), np.uint8)
+    ink[:, 100:102] = 40  # a faint grid line, the whole height
+    ink[:, 200:202] = 40  # another one, with a dark pen 1 written over it
+    ink[120:160, 199:204] = 220
+    cands = [P.Candidate(100, 120, 2, 30, np.ones((30, 2), bool)),  # a piece of the faint line
+             P.Candidate(199, 120, 5, 40, np.ones((40, 5), bool)),  # the pen 1
+             P.Candidate(50, 120, 3, 40, np.ones((40, 3), bool))]   # a 1 on blank paper
+    kept = P.drop_line_fragments(cands, ink, PipelineConfig())
+    assert [c.x for c in kept] == [199, 50]
+
 def test_filter_drops_specks_dashes_and_border_junk():
     mask = np.zeros((300, 300), np.uint8)
     cv2.ellipse(mask, (115, 130), (14, 28), 0, 0, 360, 255, 6)  # a digit-sized 0
@@ -231,3 +254,12 @@ def test_two_unequal_pieces_side_by_side_are_offered_as_one_digit():
     assert len(opts[0]) == 2 and opts[1] == [] and opts[0][1][0].w == 50
     pair = [cand(10, 10, 40, 90), cand(55, 12, 40, 88)]  # two digits of a number: not offered
     assert P.merge_options(pair, [[[c]] for c in pair], cfg) == [[[pair[0]]], [[pair[1]]]]
+
+
+def test_numbers_of_different_sizes_on_one_line_are_not_joined():
+    def digit(x, h, label):
+        return P.Digit((x, 100 - h // 2, int(0.6 * h), h), label, 0.99, [(label, 0.99)], np.zeros((28, 28)))
+    big = [digit(0, 120, 4), digit(80, 120, 2)]  # gaps of 8 px: one number
+    small = [digit(170, 20, 7), digit(184, 20, 3)]  # 18 px after the big 2, itself a fifth as tall
+    numbers = P.group_numbers(big + small, PipelineConfig())
+    assert [n.text for n in numbers] == ["42", "73"]

@@ -45,11 +45,12 @@ def _tight(ink: np.ndarray, level: float) -> np.ndarray | None:
 
 
 def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int = 20, frame: int = 28,
-             stroke: bool = True, deskew_digit: bool = False, thin: bool = True, floor: float = 0.0) -> np.ndarray:
+             stroke: bool = True, deskew_digit: bool = False, thin_min: int = 0, floor: float = 0.0) -> np.ndarray:
     """A crop of ink (float or uint8, ink bright on dark, any size) -> 28x28 float32 in [0, 1] like MNIST.
 
     ``mask``: the binary ink of the digit in the crop (others' ink is zeroed); ``stroke``: thicken or thin
-    the strokes toward MNIST's width before scaling (``thin``: also thin them, else only thicken);
+    the strokes toward MNIST's width before scaling (thinning only crops whose longer side is at
+    least ``thin_min`` px: in a small blurred crop a thinned stroke closes its loops);
     ``deskew_digit``: shear upright first; ``floor``: ink below this fraction of the stroke's level (its
     95th percentile) fades to paper, the rest is stretched to [0, 1] (a blurred stroke's halo goes).
     """
@@ -68,6 +69,7 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
         if ink is None:
             return out
     if stroke:
+        thin = max(ink.shape) >= thin_min
         width = stroke_width(ink > 0.5) * box_size / max(ink.shape)  # stroke width at the 20-px scale
         if width > 0:
             # change the width at the crop's own resolution, where one pixel is 1/scale MNIST pixels

@@ -45,6 +45,7 @@ class PipelineConfig:
     min_height_px: int = 8
     max_height_frac: float = 0.8
     min_rel_height: float = 0.35    # ... or smaller than this fraction of the median candidate height
+    fragment_reach: float = 2.0     # a thin upright box whose line goes on this many heights both ways: dropped
     max_aspect: float = 6.0         # wider than tall by more than this: a dash or a line
     min_density: float = 0.04
     max_density: float = 0.92
@@ -56,7 +57,8 @@ class PipelineConfig:
     merge_margin: float = 0.15      # ... when reading them as one raises the mean confidence by this much
     digit_aspect: float = 0.72      # typical width / height of one handwritten digit
     stroke_norm: bool = True
-    stroke_thin: bool = False       # stroke normalisation may also thin strokes (hurts small blurred digits)
+    stroke_thin_min: int = 45       # stroke normalisation thins only crops this tall (px) or more: small
+                                    # blurred digits thinned become blobs the model rejects
     contrast_floor: float = 0.0     # ink below this fraction of the stroke level fades out (off: a small
                                     # gain on blurred synthetic digits, a loss on real photos)
     deskew: bool = False
@@ -260,8 +262,6 @@ def remove_lines(mask: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
         thick = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_RECT, (1, 3)))
         runs = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (seg, 1)))
         runs &= m
-        if not runs.any():
-            continue
         # a line needs one joined piece >= `length` wide (`primary` below); its columns lie in one span of
         # the column projection closed the same way, so without such a span there is none: an exact test
         # on one row that skips the rest on most camera frames (about 6 ms per 640x480 frame)
@@ -374,6 +374,49 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
                 break
     keep = [c for i, c in enumerate(keep) if i not in small_near_big]
     return keep
+
+
+def drop_line_fragments(cands: list[Candidate], ink: np.ndarray, cfg: PipelineConfig) -> list[Candidate]:
+    """Drop thin upright candidates that are pieces of a faint ruled or grid line: the ink map shows the
+    same line going on beyond both ends of the box, about as dark as the piece (a pen's 1 written over a
+    faint line is darker than the line, and the paper above and below a 1 is blank)."""
+    if cfg.fragment_reach <= 0:
+        return cands
+    h, w = ink.shape
+    keep = []
+    for c in cands:
+        if c.w > 0.35 * c.h or c.h < 8 or c.mask is None:
+            keep.append(c)
+            continue
+        ys, xs = np.nonzero(c.mask)
+        a, b = np.polyfit(ys, xs, 1) if np.ptp(ys) > 0 else (0.0, float(xs.mean()))
+        if abs(a) > 0.15:  # a slanted stroke: lines on a photo are near-upright
+            keep.append(c)
+            continue
+        reach = int(cfg.fragment_reach * c.h)
+        side = max(4, c.w + 3)
+        rows = np.concatenate([np.arange(c.y - reach, c.y), np.arange(c.y + c.h, c.y + c.h + reach)])
+        x = np.round(c.x + b + a * (rows - c.y)).astype(int)
+        ok = (rows >= 0) & (rows < h) & (x - side >= 1) & (x + side < w - 1)
+        if ok.sum() < c.h:  # too near the edge to tell
+            keep.append(c)
+            continue
+        rows, x = rows[ok], x[ok]
+        on = _max3(ink, rows, x)
+        off = np.maximum(_max3(ink, rows, x - side), _max3(ink, rows, x + side))
+        line_on = on > off + 8
+        if line_on.mean() >= 0.7:
+            inside = np.arange(c.y, c.y + c.h)
+            xi = np.clip(np.round(c.x + b + a * (inside - c.y)).astype(int), 1, w - 2)
+            if float(np.median(_max3(ink, inside, xi))) <= 2.0 * float(np.median(on[line_on])):
+                continue
+        keep.append(c)
+    return keep
+
+
+def _max3(ink: np.ndarray, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The darkest ink of the 3 pixels ``x - 1 .. x + 1`` in each row (``1 <= x < width - 1``)."""
+    return np.maximum(np.maximum(ink[rows, x - 1], ink[rows, x]), ink[rows, x + 1]).astype(np.float32)
 
 
 def _union(a: Candidate, b: Candidate) -> Candidate:

@@ -108,6 +108,7 @@ class Recognizer:
         tick("morphology")
         _, cands = P.components(mask)
         cands = P.filter_candidates(cands, mask.shape, cfg)
+        cands = P.drop_line_fragments(cands, ink, cfg)
         cands = P.merge_pieces(cands, cfg)
         options = P.merge_options(cands, P.split_options(cands, cfg), cfg)
         flat = [c for opts in options for opt in opts for c in opt]
@@ -124,7 +125,7 @@ class Recognizer:
         for i in todo:
             c = flat[i]
             inputs[i, 0] = to_mnist(ink[c.y:c.y + c.h, c.x:c.x + c.w], c.mask, stroke=cfg.stroke_norm,
-                                    deskew_digit=cfg.deskew, thin=cfg.stroke_thin, floor=cfg.contrast_floor)
+                                    deskew_digit=cfg.deskew, thin_min=cfg.stroke_thin_min, floor=cfg.contrast_floor)
         tick("normalize")
         if known:
             all_probs = np.zeros((len(flat), 11 if self.reject_class is not None else 10), np.float32)
