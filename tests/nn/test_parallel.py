@@ -171,3 +171,11 @@ def test_cnn_training_step_is_the_same_with_one_or_two_workers(workers):
         grads.append(model.named_grads())
     for name in grads[0]:
         np.testing.assert_array_equal(grads[0][name], grads[1][name], err_msg=name)
+
+
+def test_default_worker_count_follows_blas_even_when_first_asked_inside_a_section(monkeypatch):
+    monkeypatch.setattr(parallel, "_workers", None)
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    with parallel.section():
+        n = parallel.num_workers()
+    assert n == max(1, min(min(blas, default=1), __import__("os").cpu_count() or 1))

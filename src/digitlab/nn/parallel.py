@@ -84,6 +84,7 @@ def section() -> Iterator[None]:
         finally:
             _section_depth -= 1
         return
+    num_workers()  # fixed before BLAS threads are limited: the default follows BLAS's own count
     libs = _blas_controllers().lib_controllers
     before = [lib.num_threads for lib in libs]
     for lib in libs:
