@@ -26,7 +26,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from digitlab.nn.conv import AvgPool2D, BatchNorm, Conv2D, GlobalAvgPool, MaxPool2D
 from digitlab.nn.layers import Dense, Dropout, Flatten, LeakyReLU, ReLU
 
-
 COLUMNS_BYTES = 1 << 20  # im2col chunk size: 1 MB (this machine's L2 is 1.25 MB per core)
 
 
