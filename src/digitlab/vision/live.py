@@ -70,6 +70,7 @@ class LiveReader:
         self._readings: dict[int, tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]] = {}
         self.frames = 0
         self.reused = 0    # boxes whose reading was reused, over the stream
+        self._reused_boxes: set[tuple[int, int, int, int]] = set()  # this frame's, filled by _reuse
         self.classified = 0
 
     def _reuse(self, box: tuple[int, int, int, int]):
@@ -95,7 +96,7 @@ class LiveReader:
 
     def process(self, frame: Frame) -> LiveResult:
         t0 = time.perf_counter()
-        self._reused_boxes: set = set()
+        self._reused_boxes.clear()
         result = self.recognizer(frame.image, reuse=self._reuse if self.config.reuse_frames > 0 else None)
         t1 = time.perf_counter()
         # a snapshot: the tracker goes on changing its tracks, a result must keep saying what this frame showed
