@@ -326,6 +326,28 @@ def test_reuse_changes_no_reading_and_saves_model_calls(reader_factory):
     assert base.reused > 0.4 * (base.reused + base.classified) and fresh.reused == 0
 
 
+def test_adaptive_resolution_follows_the_smallest_digit_and_reads_the_same(reader_factory):
+    from digitlab.vision.live import LiveConfig
+
+    frames = list(SyntheticSource(seed=2, frames=30, hand=False))
+    adaptive = reader_factory()
+    assert adaptive.working_side(frames[0].image.shape) == 640  # nothing tracked yet: full working size
+    fixed = LiveReader(config=LiveConfig(adaptive=False), recognizer=adaptive.recognizer)
+    sides, texts_a, texts_f = [], [], []
+    for f in frames:
+        texts_a.append([n["text"] for n in adaptive.process(f).numbers])
+        sides.append(adaptive.side)
+        texts_f.append([n["text"] for n in fixed.process(f).numbers])
+        assert fixed.side == 640
+        seen = [t.box[3] for t in adaptive.tracker.tracks if t.misses == 0]
+        if seen:  # the next frame's scale keeps the smallest digit at least min_digit_px tall, or is the cap
+            side = adaptive.working_side(f.image.shape)
+            assert side % 32 == 0 and 320 <= side <= 640
+            assert side == 640 or min(seen) * side / 640 >= adaptive.config.min_digit_px
+    assert sides[0] == 640 and min(sides[1:]) < 640  # these digits are large: it works coarser
+    assert texts_a[10:] == texts_f[10:] and all(texts_a[10:])  # ... and reads the same numbers
+
+
 class _Frozen(Source):
     """A live camera whose driver hangs after one frame."""
 

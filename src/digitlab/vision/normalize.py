@@ -21,7 +21,8 @@ def stroke_width(mask: np.ndarray) -> float:
     m = (mask > 0).astype(np.uint8)
     if m.sum() == 0:
         return 0.0
-    dt = cv2.distanceTransform(np.pad(m, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    dt = cv2.distanceTransform(cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+                               cv2.DIST_L2, 3)[1:-1, 1:-1]
     ridge = (dt >= cv2.dilate(dt, np.ones((3, 3), np.uint8))) & (m > 0)
     values = dt[ridge]
     return float(2 * np.mean(values)) if values.size else float(2 * dt.max())
@@ -40,8 +41,23 @@ def deskew(img: np.ndarray) -> np.ndarray:
 
 def _tight(ink: np.ndarray, level: float) -> np.ndarray | None:
     """The bounding box of the pixels above ``level``; None when there are none."""
-    ys, xs = np.nonzero(ink > level)
-    return ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1] if ys.size else None
+    x, y, w, h = cv2.boundingRect((ink > level).view(np.uint8))  # of the nonzero pixels: one C call
+    return ink[y:y + h, x:x + w] if w else None
+
+
+def _percentile95(values: np.ndarray) -> float:
+    """``np.percentile(values, 95)`` (linear interpolation) by a partial sort: equal to float32 rounding,
+    ~10x faster on the few hundred values of a crop. 1.0 for no values."""
+    n = values.size
+    if n == 0:
+        return 1.0
+    pos = 0.95 * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(values, (lo, hi))
+    a, b = part[lo], part[hi]
+    t = values.dtype.type(pos - lo) if np.issubdtype(values.dtype, np.floating) else pos - lo
+    return float(b - (b - a) * (1 - t)) if t >= 0.5 else float(a + (b - a) * t)
 
 
 def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int = 20, frame: int = 28,
@@ -61,8 +77,7 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
     ink = _tight(ink, 0.05 * max(float(ink.max()), 1e-6))
     if ink is None:
         return out
-    values = ink[ink > 0]
-    top = float(np.percentile(values, 95)) if values.size else 1.0
+    top = _percentile95(ink[ink > 0])
     ink = np.clip(ink / max(top, 1e-6), 0, 1)
     if floor > 0:  # contrast stretch: a blurred stroke's halo (and a small loop filled by blur) fades out
         ink = _tight(np.clip((ink - floor) / (1 - floor), 0, 1), 0.05)
@@ -76,7 +91,7 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
             delta = (MNIST_STROKE - width) * max(ink.shape) / box_size  # crop pixels to add (+) or remove (-)
             radius = int(round(abs(delta) / 2))
             if radius >= 1 and (thin or delta > 0):
-                ink = np.pad(ink, radius + 1)
+                ink = cv2.copyMakeBorder(ink, *(4 * [radius + 1]), cv2.BORDER_CONSTANT, value=0)
                 kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
                 ink = _tight(cv2.dilate(ink, kernel) if delta > 0 else cv2.erode(ink, kernel), 0.05)
                 if ink is None:

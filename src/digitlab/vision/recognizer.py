@@ -73,9 +73,11 @@ class Recognizer:
             score = np.where(probs[:, self.reject_class] >= self.config.not_digit_min, 0.0, score)
         return score
 
-    def __call__(self, image: np.ndarray, debug: bool = False, reuse=None) -> P.PipelineResult:
+    def __call__(self, image: np.ndarray, debug: bool = False, reuse=None, max_side: int | None = None
+                 ) -> P.PipelineResult:
         """Read ``image``. ``reuse(box) -> (probs, input) | None``, optional: a reading the caller already
-        has for a candidate box (input pixels), used instead of normalising and classifying it again."""
+        has for a candidate box (input pixels), used instead of normalising and classifying it again.
+        ``max_side``: this call's working resolution instead of the config's (the live loop's choice)."""
         cfg = self.config
         if not isinstance(image, np.ndarray) or image.size == 0 or image.ndim not in (2, 3):
             raise DigitlabError("the image is empty or not an image array")
@@ -94,7 +96,7 @@ class Recognizer:
         if cfg.pad:  # plain paper around a crop whose digit fills the frame (a replicated edge would smear it)
             paper = int(np.percentile(gray, 90))
             gray = cv2.copyMakeBorder(gray, cfg.pad, cfg.pad, cfg.pad, cfg.pad, cv2.BORDER_CONSTANT, value=paper)
-        gray, scale = P.downscale(gray, cfg.max_side)
+        gray, scale = P.downscale(gray, cfg.max_side if max_side is None else max_side)
         tick("grayscale")
         ink = P.flatten_illumination(gray, cfg) if cfg.flatten else (255 - gray)
         tick("flatten")
