@@ -234,12 +234,14 @@ def binarize(ink: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, str]:
     # hysteresis: weaker ink (a marker's shiny core, the inside of a thick stroke that adaptive
     # thresholding hollows out, a fading line) counts where it is connected to strong ink
     _, weak = cv2.threshold(ink, max(floor, int(cfg.hysteresis * t)), 255, cv2.THRESH_BINARY)
-    if not np.any(weak & ~strong):  # nothing weak to add: the strong mask is the answer
+    if not cv2.countNonZero(cv2.subtract(weak, strong)):  # nothing weak to add: the strong mask is the answer
         return strong, method
-    n, labels = cv2.connectedComponentsWithAlgorithm(weak | strong, 8, cv2.CV_32S, CCL)
-    keep = np.zeros(n, np.uint8)  # a look-up table: 255 for components that hold strong ink
+    n, labels = cv2.connectedComponentsWithAlgorithm(cv2.bitwise_or(weak, strong), 8, cv2.CV_32S, CCL)
+    keep = np.zeros(max(n, 256), np.uint8)  # a look-up table: 255 for components that hold strong ink
     keep[labels[strong > 0]] = 255
     keep[0] = 0
+    if n <= 256:  # labels fit a byte: OpenCV's table look-up, ~5x faster than numpy's fancy indexing
+        return cv2.LUT(labels.astype(np.uint8), keep[:256]), method
     return keep[labels], method
 
 

@@ -138,20 +138,30 @@ def match(tracks: list[Track], boxes: list[Box], cfg: TrackerConfig) -> list[tup
     """Greedy matching, best pair first: ``(track index, box index)`` pairs. IoU pairs (against each
     track's box moved by its velocity) rank above every centre-distance pair, so a box is taken by the
     track that overlaps it rather than by a neighbour that is merely near."""
-    pairs: list[tuple[float, int, int]] = []
-    for ti, t in enumerate(tracks):
-        steps = t.misses + 1
-        pred = (t.box[0] + t.velocity[0] * steps, t.box[1] + t.velocity[1] * steps, t.box[2], t.box[3])
-        pcx, pcy = pred[0] + pred[2] / 2, pred[1] + pred[3] / 2
-        for bi, b in enumerate(boxes):
-            overlap = iou(pred, b)
-            if overlap >= cfg.iou_match:
-                pairs.append((1.0 + overlap, ti, bi))
-                continue
-            height = (pred[3] + b[3]) / 2
-            dist = float(np.hypot(b[0] + b[2] / 2 - pcx, b[1] + b[3] / 2 - pcy)) / max(height, 1e-9)
-            if dist <= cfg.max_centre_dist:
-                pairs.append((1.0 - dist / (cfg.max_centre_dist + 1e-9), ti, bi))
+    if not tracks or not boxes:
+        return []
+    # every (track, box) pair at once: IoU and centre distance matrices, rows = tracks
+    steps = np.array([t.misses + 1 for t in tracks], np.float64)
+    tb = np.array([t.box for t in tracks], np.float64)
+    vel = np.array([t.velocity for t in tracks], np.float64)
+    px, py = tb[:, 0] + vel[:, 0] * steps, tb[:, 1] + vel[:, 1] * steps  # each track's box moved on
+    pw, ph = tb[:, 2], tb[:, 3]
+    b = np.array(boxes, np.float64)
+    bx, by, bw, bh = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    ix = np.minimum((px + pw)[:, None], (bx + bw)[None]) - np.maximum(px[:, None], bx[None])
+    iy = np.minimum((py + ph)[:, None], (by + bh)[None]) - np.maximum(py[:, None], by[None])
+    inter = np.where((ix > 0) & (iy > 0), ix * iy, 0.0)
+    union = (pw * ph)[:, None] + (bw * bh)[None] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overlap = np.where(union > 0, inter / union, 0.0)
+    height = np.maximum((ph[:, None] + bh[None]) / 2, 1e-9)
+    dist = np.hypot((bx + bw / 2)[None] - (px + pw / 2)[:, None],
+                    (by + bh / 2)[None] - (py + ph / 2)[:, None]) / height
+    by_iou = overlap >= cfg.iou_match
+    score = np.where(by_iou, 1.0 + overlap, 1.0 - dist / (cfg.max_centre_dist + 1e-9))
+    valid = by_iou | (dist <= cfg.max_centre_dist)
+    ti_all, bi_all = np.nonzero(valid)  # row-major: the order the pairs were listed in before sorting
+    pairs = list(zip(score[ti_all, bi_all].tolist(), ti_all.tolist(), bi_all.tolist(), strict=True))
     pairs.sort(key=lambda p: -p[0])
     used_t: set[int] = set()
     used_b: set[int] = set()
@@ -186,7 +196,11 @@ class Tracker:
             raise ValueError(f"probability vector of {len(p)} classes, TrackerConfig.num_classes is {n}")
         if len(p) < 10:
             raise ValueError(f"probability vector of {len(p)} classes: need at least the 10 digits")
-        return np.pad(p, (0, n - len(p)))
+        if len(p) == n:
+            return np.array(p, np.float64)  # a copy: the caller's array may change
+        out = np.zeros(n, np.float64)
+        out[:len(p)] = p
+        return out
 
     def update(self, detections: list[tuple[Box, np.ndarray]]) -> list[Track]:
         """One frame: detections are ``(box, class-probability vector)`` pairs (10 digits, optionally an
