@@ -319,3 +319,45 @@ def test_simulated_noisy_videos_in_aggregate():
         assert sum(t.flips for t in tr.tracks) <= 1
     assert right / total >= 0.99
     assert changes / total < 0.01
+
+
+def _match_loop(tracks, boxes, cfg):
+    """The plain twin of `match`: every pair scored one by one, then greedy, best first."""
+    pairs = []
+    for ti, t in enumerate(tracks):
+        steps = t.misses + 1
+        pred = (t.box[0] + t.velocity[0] * steps, t.box[1] + t.velocity[1] * steps, t.box[2], t.box[3])
+        for bi, b in enumerate(boxes):
+            overlap = iou(pred, b)
+            if overlap >= cfg.iou_match:
+                pairs.append((1.0 + overlap, ti, bi))
+                continue
+            dist = float(np.hypot(b[0] + b[2] / 2 - pred[0] - pred[2] / 2, b[1] + b[3] / 2 - pred[1] - pred[3] / 2))
+            dist /= max((pred[3] + b[3]) / 2, 1e-9)
+            if dist <= cfg.max_centre_dist:
+                pairs.append((1.0 - dist / (cfg.max_centre_dist + 1e-9), ti, bi))
+    pairs.sort(key=lambda p: -p[0])
+    used_t, used_b, out = set(), set(), []
+    for _, ti, bi in pairs:
+        if ti not in used_t and bi not in used_b:
+            used_t.add(ti)
+            used_b.add(bi)
+            out.append((ti, bi))
+    return out
+
+
+def test_vectorised_matching_equals_the_loop_twin():
+    from digitlab.vision.tracking import Track
+
+    rng = np.random.default_rng(0)
+    cfg = TrackerConfig()
+    for _ in range(500):
+        tracks = [Track(i, tuple(int(v) for v in rng.integers([0, 0, 1, 1], [150, 150, 50, 50])), np.zeros(11),
+                        None, 0.0, "tentative", misses=int(rng.integers(0, 3)),
+                        velocity=(float(rng.normal(0, 4)), float(rng.normal(0, 4))))
+                  for i in range(int(rng.integers(0, 8)))]
+        boxes = [tuple(int(v) for v in rng.integers([0, 0, 1, 1], [150, 150, 50, 50]))
+                 for _ in range(int(rng.integers(0, 9)))]
+        if tracks and boxes:
+            boxes[0] = tracks[0].box  # one sure pair
+        assert match(tracks, boxes, cfg) == _match_loop(tracks, boxes, cfg)
