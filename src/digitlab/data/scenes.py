@@ -94,12 +94,23 @@ class Scene:
 
 
 # -- digits as ink ---------------------------------------------------------------------------------
-@lru_cache(maxsize=1)
+SOURCES = ("test", "train", "val")  # MNIST split the digits come from: test for every benchmark and test
+
+
 def _mnist_test() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MNIST test images, labels and each image's ink box (x0, y0, x1, y1 where pixel > threshold)."""
+    return _mnist("test")
+
+
+@lru_cache(maxsize=3)
+def _mnist(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST images of ``split``, labels and each image's ink box (x0, y0, x1, y1 where pixel > threshold).
+    Only the recogniser's training data (`digitlab.data.pipeline_samples`) renders ``train``/``val`` digits."""
     from digitlab.data.mnist import load_mnist
 
-    data = load_mnist("test")
+    if split not in SOURCES:
+        raise ValueError(f"unknown digit source {split!r}; choose one of {', '.join(SOURCES)}")
+    data = load_mnist(split)
     ink = data.images > ALPHA_THRESHOLD * 255
     rows, cols = ink.any(axis=2), ink.any(axis=1)
     n = ink.shape[1]
@@ -280,7 +291,7 @@ def _line_gap(a: list[_Number], b: list[_Number]) -> int:
     return max(6, round(0.35 * max(max(n.tallest for n in a), max(n.tallest for n in b))))
 
 
-def _layout(rng: np.random.Generator, height: int, width: int) -> list[list[_Number]]:
+def _layout(rng: np.random.Generator, height: int, width: int, source: str = "test") -> list[list[_Number]]:
     """Draw 1-6 numbers of 1-12 digits, fit them on 1-3-number lines inside the page's margins and place
     them; returns the lines (top to bottom) of numbers (left to right), each number's boxes in page pixels.
 
@@ -289,7 +300,7 @@ def _layout(rng: np.random.Generator, height: int, width: int) -> list[list[_Num
     be too wide sends numbers to the next line, and a page that would be too tall shrinks every number
     (then drops trailing lines). Free space is spread randomly, so numbers are anywhere on the page.
     """
-    images, _, _ = _mnist_test()
+    images, _, _ = _mnist(source)
     my, mx = max(2, round(0.03 * height)), max(2, round(0.03 * width))
     avail_w, avail_h = width - 2 * mx, height - 2 * my
     pen = INKS[rng.integers(len(INKS))]
@@ -722,11 +733,16 @@ def _random_size(rng: np.random.Generator) -> tuple[int, int]:
     return h, int(np.clip(round(h * rng.uniform(1.25, 1.42)), 640, 1600))
 
 
-def render_scene(seed: int, difficulty: str = "clean", size: tuple[int, int] | None = None) -> Scene:
+def render_scene(seed: int, difficulty: str = "clean", size: tuple[int, int] | None = None, *,
+                 source: str = "test") -> Scene:
     """Render one page: ``size = (height, width)``; None picks a random page size between about
     480x640 and 1200x1600. The page (size, paper, numbers, their places) depends only on ``seed``; the
     trouble of ``difficulty`` is drawn from its own stream, so every level of one seed shows the same
-    digits (boxes identical except under clutter's perspective warp)."""
+    digits (boxes identical except under clutter's perspective warp). ``source``: the MNIST split of the
+    digits (``test``, never seen in training, for everything that measures; ``train``/``val`` only to make
+    the recogniser's own training and calibration data); `DigitTruth.index` indexes into that split."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown digit source {source!r}; choose one of {', '.join(SOURCES)}")
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; choose one of {', '.join(DIFFICULTIES)}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
@@ -736,7 +752,7 @@ def render_scene(seed: int, difficulty: str = "clean", size: tuple[int, int] | N
     if min(height, width) < MIN_SIZE:
         raise ValueError(f"size must be at least {MIN_SIZE}x{MIN_SIZE} pixels (height, width), got {size}")
     page = paper(rng, height, width)
-    lines = _layout(rng, height, width)
+    lines = _layout(rng, height, width, source)
     numbers = [n for line in lines for n in line]
     boxes = paste_digits(
         page,
@@ -756,7 +772,7 @@ def render_scene(seed: int, difficulty: str = "clean", size: tuple[int, int] | N
         image = _to_uint8(page)
 
     truth, k = [], 0
-    _, labels, _ = _mnist_test()
+    _, labels, _ = _mnist(source)
     for n in numbers:
         digits = []
         for idx in n.index:

@@ -116,11 +116,18 @@ def add_reject_train(sub) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--negatives", type=int, default=15000)
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--pipeline-pages", type=int, default=None,
+                   help="synthetic camera pages of MNIST train digits whose pipeline inputs (digits and "
+                        "non-digits) join the training set (default 2000; 0: MNIST and synthetic negatives only)")
+    p.add_argument("--pipeline-val-pages", type=int, default=None,
+                   help="pages of MNIST val digits whose pipeline inputs join the validation/calibration set "
+                        "(default 300)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-risk", type=float, default=0.02, help="calibrate the threshold to this validation risk")
     p.add_argument("--calibrate-only", action="store_true",
                    help="--base is already an 11-class model: only recalibrate temperature and threshold")
     p.add_argument("--plot", type=Path, help="write the risk-coverage plot here (PNG)")
+    p.add_argument("--progress", action="store_true", help="a progress bar per epoch (stderr)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reject_train)
 
@@ -141,13 +148,17 @@ def cmd_reject_train(args) -> int:
     command = "digitlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.calibrate_only:
         model = base
-        report = calibrate(model, seed=args.seed, max_risk=args.max_risk)
+        extra = {} if args.pipeline_val_pages is None else {"pipeline_val_pages": args.pipeline_val_pages}
+        report = calibrate(model, seed=args.seed, max_risk=args.max_risk,
+                           log=lambda s: print(s, file=sys.stderr, flush=True), **extra)
         model.meta["calibrate_command"] = command
     else:
         base_meta = {**base.meta, "base_test_accuracy": base.meta.get("test_accuracy")}
+        extra = {k: v for k, v in (("pipeline_pages", args.pipeline_pages),
+                                    ("pipeline_val_pages", args.pipeline_val_pages)) if v is not None}
         model, report = train_reject(base, negatives=args.negatives, epochs=args.epochs, lr=args.lr,
-                                     seed=args.seed, max_risk=args.max_risk,
-                                     log=lambda s: print(s, file=sys.stderr, flush=True))
+                                     seed=args.seed, max_risk=args.max_risk, progress=args.progress,
+                                     log=lambda s: print(s, file=sys.stderr, flush=True), **extra)
         model.meta = {**base_meta, "base_model": str(args.base), "reject_command": command,
                       "reject_seconds": round(time.perf_counter() - t0, 1), "machine": machine_description(),
                       **model.meta}

@@ -113,11 +113,32 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, max_risk: float = 0.
     return 0.99
 
 
+PIPELINE_PAGES = 2000      # synthetic camera pages of MNIST train digits whose pipeline inputs train the model
+PIPELINE_VAL_PAGES = 300   # ... of MNIST val digits, for validation and calibration
+PIPELINE_TEST_PAGES = 200  # ... of MNIST test digits (other pages than the benchmark's), measured only
+
+
+def _pipeline_set(pages: int, seed: int, source: str, log=lambda s: None):
+    """Pipeline inputs of ``pages`` synthetic pages (`digitlab.data.pipeline_samples`): digits and the
+    non-digits the pipeline offers (clutter, touching pairs). Fragments of digits ("piece") are left
+    out: many are fair digits on their own (a 9's loop is a 0, a 4's stroke a 1)."""
+    from digitlab.data.pipeline_samples import KINDS, make_pipeline_samples
+
+    if pages <= 0:
+        return np.zeros((0, 1, 28, 28), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    x, y, k = make_pipeline_samples(pages, seed=seed, source=source, log=log)
+    keep = k != KINDS.index("piece")
+    return x[keep], y[keep], k[keep]
+
+
 def train_reject(base: Sequential, *, negatives: int = 15000, epochs: int = 3, lr: float = 0.01,
                  seed: int = 0, max_risk: float = 0.02, progress: bool = False,
+                 pipeline_pages: int = PIPELINE_PAGES, pipeline_val_pages: int = PIPELINE_VAL_PAGES,
                  log=lambda s: None) -> tuple[Sequential, dict]:
-    """Fine-tune ``base`` (10 classes) into an 11-class model on MNIST training digits (augmented) plus
-    negatives, then `calibrate` it. Returns the model and the report."""
+    """Fine-tune ``base`` (10 classes) into an 11-class model on MNIST training digits plus the same
+    digits as the pipeline presents them on synthetic camera pages (``pipeline_pages``: blurred, noisy,
+    small, thresholded, cropped and normalised), synthetic negatives and the pipeline's own non-digits,
+    all augmented; then `calibrate` it. Returns the model and the report."""
     from digitlab.data import load_mnist, to_float
     from digitlab.data.augment import Augment
     from digitlab.data.negatives import make_negatives
@@ -125,38 +146,51 @@ def train_reject(base: Sequential, *, negatives: int = 15000, epochs: int = 3, l
 
     train = load_mnist("train")
     neg_train, _ = make_negatives(negatives, train.images, seed=seed)
-    x = np.concatenate([to_float(train.images), neg_train])
-    y = np.concatenate([train.labels, np.full(len(neg_train), 10)])
-    x_val, y_val, _ = _validation(seed)
+    px, py, _ = _pipeline_set(pipeline_pages, seed, "train", log)
+    log(f"training set: {len(train.labels)} MNIST digits, {int(np.sum(py < 10))} pipeline digits, "
+        f"{len(neg_train)} synthetic + {int(np.sum(py == 10))} pipeline non-digits")
+    x = np.concatenate([to_float(train.images), neg_train, px])
+    y = np.concatenate([train.labels, np.full(len(neg_train), 10), py])
+    x_val, y_val, _ = _validation(seed, pipeline_val_pages, log)
     model = add_reject_class(base)
     opt = SGD(model, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = -(-len(x) // 128)
     history = fit(model, opt, SoftmaxCrossEntropy(), x, y, x_val=x_val, y_val=y_val, epochs=epochs, batch_size=128,
                   seed=seed, schedule=make_schedule("cosine", epochs * steps, steps, 0.2), augment=Augment(),
                   progress=progress, on_epoch=lambda e: log(f"epoch {e.epoch}: val acc {e.val_accuracy:.4f}"))
-    report = calibrate(model, seed=seed, max_risk=max_risk)
+    report = calibrate(model, seed=seed, max_risk=max_risk, pipeline_val_pages=pipeline_val_pages, log=log,
+                       validation=(x_val, y_val))
     report["epochs"] = [vars(e) for e in history.epochs]
+    report["training_set"] = {"mnist_digits": int(len(train.labels)), "pipeline_pages": int(pipeline_pages),
+                              "pipeline_digits": int(np.sum(py < 10)), "synthetic_negatives": int(len(neg_train)),
+                              "pipeline_non_digits": int(np.sum(py == 10))}
     return model, report
 
 
-def _validation(seed: int):
+def _validation(seed: int, pipeline_pages: int = PIPELINE_VAL_PAGES, log=lambda s: None):
+    """MNIST val digits, 2,000 synthetic negatives and the pipeline inputs of ``pipeline_pages`` pages of
+    MNIST val digits (seeded): ``(x, y, kinds of the synthetic negatives)``."""
     from digitlab.data import load_mnist, to_float
     from digitlab.data.negatives import make_negatives
 
     train, val = load_mnist("train"), load_mnist("val")
     neg_val, kinds = make_negatives(2000, train.images, seed=seed + 1)
-    return (np.concatenate([to_float(val.images), neg_val]), np.concatenate([val.labels, np.full(len(neg_val), 10)]),
-            kinds)
+    px, py, _ = _pipeline_set(pipeline_pages, seed + 1, "val", log)
+    return (np.concatenate([to_float(val.images), neg_val, px]),
+            np.concatenate([val.labels, np.full(len(neg_val), 10), py]), kinds)
 
 
-def calibrate(model: Sequential, seed: int = 0, max_risk: float = 0.02) -> dict:
-    """Temperature and threshold from validation digits + negatives (seeded), measured on MNIST test +
-    2,000 fresh negatives; written into ``model.meta``. The threshold is the lowest whose validation
-    risk is at most ``max_risk``."""
+def calibrate(model: Sequential, seed: int = 0, max_risk: float = 0.02, *,
+              pipeline_val_pages: int = PIPELINE_VAL_PAGES, pipeline_test_pages: int = PIPELINE_TEST_PAGES,
+              log=lambda s: None, validation=None) -> dict:
+    """Temperature and threshold from validation data (seeded): MNIST val digits, negatives and the
+    pipeline inputs of synthetic pages of val digits; measured on MNIST test + 2,000 fresh negatives and
+    on the pipeline inputs of ``pipeline_test_pages`` pages of test digits; written into ``model.meta``.
+    The threshold is the lowest whose validation risk is at most ``max_risk``."""
     from digitlab.data import load_mnist, to_float
     from digitlab.data.negatives import KINDS, make_negatives
 
-    x_val, y_val, _ = _validation(seed)
+    x_val, y_val = validation if validation is not None else _validation(seed, pipeline_val_pages, log)[:2]
     val_logits = model.predict_logits(x_val)
     t = fit_temperature(val_logits, y_val)
     probs_val = softmax_t(val_logits, t)
@@ -184,6 +218,20 @@ def calibrate(model: Sequential, seed: int = 0, max_risk: float = 0.02) -> dict:
                                        for k, name in enumerate(KINDS) if np.any(kinds_test == k)},
         "risk_coverage_test": risk_coverage(probs_test, y_test),
     }
+    if pipeline_test_pages > 0:  # the digits and non-digits the pipeline shows on photo-like pages
+        px, py, _ = _pipeline_set(pipeline_test_pages, seed + 2, "test", log)
+        probs_pipe = softmax_t(model.predict_logits(px), t)
+        pl, pc = digit_decision(probs_pipe)
+        digit = py < 10
+        right = (pl[digit] == py[digit]) & (pc[digit] >= threshold)
+        report.update({
+            "pipeline_test_pages": int(pipeline_test_pages), "pipeline_test_digits": int(digit.sum()),
+            "pipeline_test_non_digits": int((~digit).sum()),
+            "pipeline_test_digits_accepted_and_right": float(np.mean(right)),
+            "pipeline_test_digits_rejected": float(np.mean(pc[digit] < threshold)),
+            "pipeline_test_non_digits_rejected": float(np.mean(pc[~digit] < threshold)) if (~digit).any() else None,
+            "risk_coverage_pipeline_test": risk_coverage(probs_pipe, py),
+        })
     model.meta.update({"temperature": t, "reject_threshold": threshold, "reject_class": 10,
                        "reject_report": report})
     return report
