@@ -138,6 +138,15 @@ class InferenceModel:
             x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
         n, hh, ww, c = x.shape
         oh, ow = (hh - kh) // sh + 1, (ww - kw) // sw + 1
+        if c < 8:  # few channels (the first layer): the window view's copy would move a few floats at a
+            # time; KH*KW block copies of (N, OH, OW, C) fill the same columns ~2x faster
+            cols = np.empty((n, oh, ow, kh * kw, c), np.float32)
+            for u in range(kh):
+                for v in range(kw):
+                    cols[:, :, :, u * kw + v] = x[:, u:u + (oh - 1) * sh + 1:sh, v:v + (ow - 1) * sw + 1:sw]
+            out = cols.reshape(n * oh * ow, -1) @ wm
+            out += b
+            return out.reshape(n, oh, ow, -1)
         win = sliding_window_view(x, (kh, kw), axis=(1, 2))[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw]
         win = win.transpose(0, 1, 2, 4, 5, 3)  # (N, OH, OW, KH, KW, C): one image's columns per [i]
         per_image = oh * ow * kh * kw * c * 4
@@ -156,6 +165,11 @@ class InferenceModel:
         (kh, kw), (sh, sw) = kernel, stride
         n, h, w, c = x.shape
         oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        if (kh, kw) == (sh, sw) == (2, 2) and kind == "maxpool":  # the common case: two pairwise maxima
+            # over contiguous halves, ~3x faster than a max over the reshape's strided axes
+            t = x[:, :oh * 2, :ow * 2].reshape(n, oh, 2, ow, 2 * c)
+            m = np.maximum(t[:, :, 0], t[:, :, 1]).reshape(n, oh, ow, 2, c)
+            return np.maximum(m[:, :, :, 0], m[:, :, :, 1])
         if (kh, kw) == (sh, sw):  # tiled windows: one reshape
             t = x[:, :oh * kh, :ow * kw].reshape(n, oh, kh, ow, kw, c)
             return t.max(axis=(2, 4)) if kind == "maxpool" else t.mean(axis=(2, 4))
