@@ -7,9 +7,9 @@ channels), which BLAS threads badly: its threads synchronise once per block of t
 and on a shared machine each synchronisation may wait for a descheduled thread.
 
 So the conv layers split the *batch* instead: the images are cut into chunks of a fixed size
-(`spans`), the chunks are shared out among a few worker threads in contiguous groups, and each chunk
-runs the whole recipe (gather its columns, multiply, element-wise work) on one core, while its data
-is in that core's cache. NumPy releases the GIL inside its loops, so the threads really run in
+(`spans`), the chunks are shared out among a few worker threads (each takes the next one not yet
+taken), and each chunk runs the whole recipe (gather its columns, multiply, element-wise work) on
+one core, while its data is in that core's cache. NumPy releases the GIL inside its loops, so the threads really run in
 parallel. While chunks run, BLAS is held to one thread (`section`): the parallelism comes from the
 workers, and two levels of threads would fight over the cores.
 
@@ -20,6 +20,7 @@ returned in chunk order for the caller to add up.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -111,31 +112,46 @@ def spans(n: int, item_bytes: int, chunk_bytes: int) -> list[Span]:
 def map_spans(fn: Callable[[int, int, int], T], chunks: Sequence[Span]) -> list[T]:
     """``[fn(start, stop, worker) for (start, stop) in chunks]``, computed by the workers.
 
-    Worker ``w`` takes the ``w``-th contiguous group of chunks and runs them in order, so ``worker``
-    names the scratch buffers a call may use (no two concurrent calls share one). The calling thread
-    is worker 0. The results come back in chunk order; an exception in any chunk is raised here.
+    Each worker takes the next chunk not yet taken until none is left (dynamic scheduling: a worker
+    whose core is busy with another process, or whose chunks run slower, does fewer of them, and the
+    others are not kept waiting at the end). ``worker`` is the index of the thread that runs the
+    chunk, so it names the scratch buffers a call may use (no two concurrent calls share one); the
+    calling thread is worker 0. Which worker runs which chunk does not change any result: each chunk
+    is computed by one thread alone. The results come back in chunk order; an exception in any chunk
+    is raised here (the workers stop taking chunks).
     """
     workers = 1 if getattr(_in_worker, "active", False) else min(num_workers(), len(chunks))
-    groups = [chunks[w * len(chunks) // workers:(w + 1) * len(chunks) // workers] for w in range(workers)]
+    if workers == 1:
+        with section():
+            return [fn(s, e, 0) for s, e in chunks]
+    results: list[Any] = [None] * len(chunks)
+    tickets = itertools.count()  # next() on a count is atomic under the GIL
+    failed: list[BaseException] = []
 
-    def run(w: int) -> list[T]:
+    def run(w: int) -> None:
         _in_worker.active = True
         try:
-            return [fn(s, e, w) for s, e in groups[w]]
+            for i in tickets:
+                if i >= len(chunks) or failed:
+                    return
+                s, e = chunks[i]
+                results[i] = fn(s, e, w)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
         finally:
             _in_worker.active = False
 
     with section():
-        if workers == 1:
-            return [fn(s, e, 0) for s, e in chunks]
-        futures: list[Future[list[T]]] = [_get_pool().submit(run, w) for w in range(1, workers)]
+        futures: list[Future[None]] = [_get_pool().submit(run, w) for w in range(1, workers)]
         try:
-            out = run(0)
+            run(0)
         finally:
-            rest = [f.result() for f in futures]  # wait for all before leaving the section
-        for r in rest:
-            out.extend(r)
-        return out
+            for f in futures:  # wait for all before leaving the section; the caller's error first
+                f.exception()
+        for f in futures:
+            f.result()
+        return results
 
 
 def _get_pool() -> ThreadPoolExecutor:
