@@ -183,3 +183,64 @@ def test_default_worker_count_follows_blas_even_when_first_asked_inside_a_sectio
     with parallel.section():
         n = parallel.num_workers()
     assert n == max(1, min(min(blas, default=1), __import__("os").cpu_count() or 1))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: MaxPool2D(2), (4, 3, 8, 8)),
+    (lambda: MaxPool2D(3, 2, 1), (4, 3, 9, 8)),  # overlapping windows, padding
+    (lambda: MaxPool2D(16), (3, 2, 16, 16)),  # 256 offsets: the int32 arg
+])
+def test_maxpool_relu_fusion_gives_the_unfused_result(make, shape):
+    """MaxPool2D followed by ReLU in `Sequential` runs as one layer; with many ties and many
+    non-positive window maxima, output and input gradient are exactly those of the two layers."""
+    from digitlab.nn import Flatten
+
+    rng = np.random.default_rng(3)
+    # ties everywhere; every other channel shifted down, so that some maxima are <= 0 even in large windows
+    x = (rng.integers(-3, 2, shape) - np.arange(shape[1]).reshape(1, -1, 1, 1) % 2).astype(np.float32)
+    fused = Sequential([make(), ReLU(), Flatten()], input_shape=shape[1:])
+    assert fused._fused() == {1}
+    y = fused.forward(x, training=True)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx = fused.backward(g)
+    assert fused.layers[0].relu is False
+    pool, relu = make(), ReLU()
+    h = relu.forward(pool.forward(x, True), True)
+    np.testing.assert_array_equal(y, h.reshape(len(x), -1))
+    np.testing.assert_array_equal(dx, pool.backward(relu.backward(g.reshape(h.shape))))
+    assert (y == 0).any() and (dx != 0).any()
+
+
+def test_reused_result_buffers_never_reach_the_caller():
+    """In training, `Sequential` lets layers keep their results in buffers reused on the next call;
+    what it hands out (the net's output, also through a Flatten view, and dL/dx) stays the caller's,
+    and two steps give the numbers of layers run one by one with fresh arrays."""
+    from digitlab.nn import Flatten
+
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((5, 2, 8, 8)).astype(np.float32) for _ in range(2)]
+
+    def layers():
+        return [Conv2D(2, 3, 3, seed=6), BatchNorm(3), ReLU(), MaxPool2D(2), ReLU(), Conv2D(3, 2, 3, seed=7),
+                Flatten()]
+
+    net = Sequential(layers(), input_shape=(2, 8, 8))
+    outs, dxs = [], []
+    for x in xs:
+        y = net.forward(x, training=True)
+        outs.append((y, y.copy()))
+        dx = net.backward(np.ones_like(y))
+        dxs.append((dx, dx.copy()))
+    for kept, copy in outs + dxs:
+        np.testing.assert_array_equal(kept, copy)
+    assert all(not layer.reuse_outputs for layer in net.layers)
+    plain = layers()
+    for x, (y, _), (dx, _) in zip(xs, outs, dxs, strict=True):
+        h = x
+        for layer in plain:
+            h = layer.forward(h, True)
+        d = np.ones_like(h)
+        for layer in reversed(plain):
+            d = layer.backward(d)
+        np.testing.assert_allclose(y, h, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(dx, d, rtol=1e-5, atol=1e-6)

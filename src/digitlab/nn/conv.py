@@ -75,6 +75,12 @@ class _Buffers:
         return buf
 
 
+def _result(layer: Layer, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array for a layer's result: a reused buffer when the layer's ``reuse_outputs``
+    is set (see `digitlab.nn.layers.Layer`), else a fresh array."""
+    return layer.buf.get(f"result_{name}", shape, np.dtype(dtype)) if layer.reuse_outputs else np.empty(shape, dtype)
+
+
 def _check4(x: np.ndarray, channels: int | None, who: str) -> None:
     if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
         want = f"(N, {channels}, H, W)" if channels is not None else "(N, C, H, W)"
@@ -171,7 +177,7 @@ class Conv2D(Layer):
         wm = self._weight_matrix(x.dtype)
         f = self.out_channels
         bias = self.params["b"].astype(x.dtype, copy=False) if self.bias else None
-        y = np.empty((n, oh, ow, f), x.dtype)
+        y = _result(self, "y", (n, oh, ow, f), x.dtype)
         chunks = self._chunks(n, h, w, oh, ow, x.itemsize)
         size = chunks[0][1] - chunks[0][0]
 
@@ -194,7 +200,7 @@ class Conv2D(Layer):
         g = nhwc(dout)
         win = self._windows(self.xp, oh, ow)
         need_dx = self.need_input_grad
-        dxh = np.empty((n, h, w, c), dout.dtype) if need_dx else None
+        dxh = _result(self, "dx", (n, h, w, c), dout.dtype) if need_dx else None
         chunks = self._chunks(n, h, w, oh, ow, dout.itemsize, input_grad=need_dx)
         size = chunks[0][1] - chunks[0][0]
         full = need_dx and (sh, sw) == (1, 1)
@@ -306,7 +312,7 @@ class _Pool(Layer):
         n, c, h, w = self.in_shape
         ph, pw = self.padding
         oh, ow = dout.shape[2:]
-        dxh = np.empty((n, h, w, c), dout.dtype)
+        dxh = _result(self, "dx", (n, h, w, c), dout.dtype)
         dxp = self._padded("dxpad", self.in_shape, dout.dtype, 0.0)
         dxp = dxh if dxp is None else dxp
         tiled = not self._overlapping() and dxp.shape[1] == oh * self.kernel_size[0] \
@@ -338,7 +344,14 @@ class MaxPool2D(_Pool):
 
     Forward keeps, per window, the offset ``arg`` of its first maximum (one byte): with ``m`` the
     window maximum, ``arg = sum_k prod_{j<=k} [v_j != m]`` counts the offsets before the first hit.
+
+    **ReLU fused.** As in `BatchNorm`, `Sequential` sets ``relu`` when a ReLU follows: forward then
+    returns ``max(m, 0)``, and the windows whose maximum is not positive (where the ReLU's gradient is
+    zero) get an ``arg`` that matches no offset, so backward, unchanged, gives them no gradient.
     """
+
+    fuses_relu = True
+    relu = False
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         _check4(x, None, "MaxPool2D")
@@ -348,10 +361,12 @@ class MaxPool2D(_Pool):
         xh = nhwc(x)
         xp = self._padded("pad", x.shape, x.dtype, -np.inf)
         views = self._offsets(xh if xp is None else xp, oh, ow)
-        out = np.empty((n, oh, ow, c), x.dtype)
-        arg = np.empty((n, oh, ow, c), np.uint8 if len(views) < 256 else np.int32)
+        out = _result(self, "y", (n, oh, ow, c), x.dtype)
+        arg = _result(self, "arg", (n, oh, ow, c), np.uint8 if len(views) < 256 else np.int32)
+        none = np.iinfo(arg.dtype).max  # no offset (at most 254): where the fused ReLU's gradient is zero
         chunks = self._chunks(x.shape, x.itemsize)
         size = chunks[0][1] - chunks[0][0]
+        relu = self.relu
 
         def chunk(s: int, e: int, worker: int) -> None:
             if xp is not None:
@@ -368,6 +383,14 @@ class MaxPool2D(_Pool):
                 np.not_equal(view[s:e], o, out=differs)
                 not_yet &= differs
                 a += not_yet
+            if relu:
+                np.less_equal(o, 0, out=differs)
+                if a.dtype == np.uint8:  # arg = max(arg, 255 * [m <= 0]), in uint8 arithmetic
+                    np.maximum(a, np.multiply(differs.view(np.uint8), np.uint8(none), out=not_yet.view(np.uint8)),
+                               out=a)
+                else:
+                    a[differs] = none
+                np.maximum(o, self.buf.get(f"zeros{worker}", (size, oh, ow, c), x.dtype, fill=0.0)[:e - s], out=o)
 
         parallel.map_spans(chunk, chunks)
         self.arg, self.in_shape = arg, x.shape
@@ -405,7 +428,7 @@ class AvgPool2D(_Pool):
         xh = nhwc(x)
         xp = self._padded("pad", x.shape, x.dtype, 0.0)
         views = self._offsets(xh if xp is None else xp, oh, ow)
-        out = np.empty((n, oh, ow, c), x.dtype)
+        out = _result(self, "y", (n, oh, ow, c), x.dtype)
         scale = x.dtype.type(1 / len(views))
 
         def chunk(s: int, e: int, worker: int) -> None:
@@ -552,7 +575,7 @@ class BatchNorm(Layer):
         a = self.params["gamma"] * inv_std
         shift = self.params["beta"] - mean * a
         relu = self.relu
-        out = np.empty(items.shape, x.dtype)
+        out = _result(self, "y", items.shape, x.dtype)
 
         def apply(s: int, e: int, worker: int) -> None:
             o = self._rows(out, s, e)
@@ -572,7 +595,7 @@ class BatchNorm(Layer):
         g = self._items(dout)
         items, out, mean, inv_std = self.items, self.out, self.mean, self.inv_std
         m = dout.size // c
-        dx = np.empty(items.shape, dout.dtype)
+        dx = _result(self, "dx", items.shape, dout.dtype)
 
         def sums(s: int, e: int, worker: int) -> tuple[np.ndarray, np.ndarray]:
             """sum(gm) and sum(gm * (x - mu)) of the chunk, where gm is dL/dy after the ReLU's mask

@@ -34,6 +34,11 @@ class Layer:
     """Base class: no parameters, identity spec."""
 
     need_input_grad = True  # False: backward may skip dL/dx and return None (first layer of a net)
+    # True: forward's output and backward's dL/dx may live in buffers that the layer's next call of the
+    # same kind overwrites. `Sequential` sets it while training, for the results it does not hand out
+    # (each is read by the next layer before that next call); fresh arrays spare the page faults of
+    # tens of MB a batch. Off by default: a caller may keep what a layer returned.
+    reuse_outputs = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

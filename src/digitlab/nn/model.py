@@ -21,7 +21,7 @@ import numpy as np
 
 from digitlab.errors import ModelFileError
 from digitlab.nn import parallel
-from digitlab.nn.layers import Layer, ReLU, build_layer
+from digitlab.nn.layers import Flatten, Layer, ReLU, build_layer
 
 FORMAT = "digitlab-model"
 FORMAT_VERSION = 1
@@ -40,11 +40,23 @@ class Sequential:
     # -- computation -----------------------------------------------------------------------------
     def _fused(self) -> set[int]:
         """Indices of the ReLU layers that the layer before computes in its own pass: a layer marked
-        ``fuses_relu`` (`BatchNorm`) directly followed by a plain `ReLU`; ``forward`` sets that layer's
+        ``fuses_relu`` (`BatchNorm`, `MaxPool2D`) directly followed by a plain `ReLU`; ``forward`` sets that layer's
         ``relu`` flag for the call. The function is the same; the activations are traversed twice less
         in each direction."""
         return {i + 1 for i in range(len(self.layers) - 1)
                 if getattr(self.layers[i], "fuses_relu", False) and type(self.layers[i + 1]) is ReLU}
+
+    def _handed_out(self, order, fused: set[int]) -> set[int]:
+        """The layers whose result may reach the caller: the last one to run in ``order`` and, while
+        that passes on a view of its input (`Flatten`), the one before it."""
+        out: set[int] = set()
+        for i in order:
+            if i in fused:
+                continue
+            out.add(i)
+            if type(self.layers[i]) is not Flatten:
+                break
+        return out
 
     def _section(self) -> AbstractContextManager:
         """For a net with batch-parallel layers (convolution, pooling) the whole pass runs with BLAS
@@ -61,17 +73,21 @@ class Sequential:
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         fused = self._fused()
+        handed_out = self._handed_out(reversed(range(len(self.layers))), fused)
         for i, layer in enumerate(self.layers):
             if i in fused:
                 continue
+            # in training, every result but the net's output is read by the next layer only, before
+            # this layer runs again: it may live in a reused buffer (`Layer.reuse_outputs`)
+            layer.reuse_outputs = training and i not in handed_out
             if i + 1 in fused:
                 layer.relu = True
-                try:
-                    x = layer.forward(x, training)
-                finally:
-                    layer.relu = False
-            else:
+            try:
                 x = layer.forward(x, training)
+            finally:
+                if i + 1 in fused:
+                    layer.relu = False
+                layer.reuse_outputs = False
         return x
 
     __call__ = forward
@@ -90,6 +106,7 @@ class Sequential:
             if stop is None:
                 return None
         fused = self._fused()
+        handed_out = self._handed_out(range(stop, len(self.layers)), fused)
         for i in range(len(self.layers) - 1, stop - 1, -1):
             if i in fused:
                 continue  # its backward ran inside the layer before (see `_fused`)
@@ -101,7 +118,11 @@ class Sequential:
                 finally:
                     layer.need_input_grad = True
                 return None
-            dout = layer.backward(dout)
+            layer.reuse_outputs = i not in handed_out  # the first layer's dL/dx goes to the caller
+            try:
+                dout = layer.backward(dout)
+            finally:
+                layer.reuse_outputs = False
         return dout
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
