@@ -126,6 +126,12 @@ BIG_CONV_CASES = [  # always run, whatever hypothesis draws: the largest sizes, 
          g_layout="channels_last", seed=2),
     dict(n=2, cin=3, cout=4, h=8, w=9, k=(3, 3), s=(1, 2), p=(1, 0), bias=True, x_layout="nchw",
          g_layout="nchw", seed=3),
+    # stride 1, both ways to dW: from the input's columns (9x9 -> 7x7, many more input than output
+    # pixels) and from the gradient's columns (9x9 -> 9x9 with padding)
+    dict(n=3, cin=3, cout=4, h=9, w=9, k=(3, 3), s=(1, 1), p=(0, 0), bias=True, x_layout="channels_last",
+         g_layout="channels_last", seed=4),
+    dict(n=3, cin=4, cout=3, h=9, w=9, k=(1, 3), s=(1, 1), p=(0, 1), bias=True, x_layout="channels_last",
+         g_layout="nchw", seed=5),
 ]
 
 
