@@ -348,6 +348,21 @@ def test_adaptive_resolution_follows_the_smallest_digit_and_reads_the_same(reade
     assert texts_a[10:] == texts_f[10:] and all(texts_a[10:])  # ... and reads the same numbers
 
 
+def test_debug_overlay_shows_the_stage_images(reader_factory):
+    from digitlab.vision.overlay import STAGE_VIEWS, annotate_live
+
+    reader = reader_factory()
+    for frame in SyntheticSource(seed=1, frames=3, hand=False):
+        live = reader.process(frame, debug=True)
+    assert {k for k, _ in STAGE_VIEWS} <= set(live.result.debug)
+    plain = annotate_live(frame.image, live)
+    shown = annotate_live(frame.image, live, debug=True)
+    assert shown.shape[1] == plain.shape[1] and shown.shape[0] > plain.shape[0]
+    band = shown[plain.shape[0]:, 2 * shown.shape[1] // 3:]  # the binary mask's tile: ink on black
+    assert (band > 200).mean() > 0.002 and (band < 10).mean() > 0.5
+    assert not reader_factory().process(frame).result.debug  # without debug no stage images are kept
+
+
 class _Frozen(Source):
     """A live camera whose driver hangs after one frame."""
 

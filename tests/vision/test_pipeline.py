@@ -256,6 +256,24 @@ def test_two_unequal_pieces_side_by_side_are_offered_as_one_digit():
     assert P.merge_options(pair, [[[c]] for c in pair], cfg) == [[[pair[0]]], [[pair[1]]]]
 
 
+def test_two_small_pieces_of_one_digit_are_offered_as_one():
+    def cand(x, y, w, h):
+        return P.Candidate(x, y, w, h, np.ones((h, w), bool))
+    cfg = PipelineConfig()
+    # a 2, then a 5 whose bar came off above its hook (they neither overlap nor stand side by side), a 2
+    two, hook, bar, two_b = cand(0, 20, 44, 45), cand(53, 41, 15, 24), cand(62, 21, 39, 13), cand(112, 24, 36, 42)
+    others = [cand(x, 200, 40, 44) for x in (0, 50, 100)]  # a number on the next line
+    cands = [two, hook, bar, two_b, *others]
+    split = P.split_options(cands, cfg)
+    def boxes(options):
+        return [[[(c.x, c.y, c.w, c.h) for c in opt] for opt in o] for o in options]
+    opts = boxes(P.merge_options(cands, split, cfg))
+    assert opts[1] == [[(53, 41, 15, 24), (62, 21, 39, 13)], [(53, 21, 48, 44)]] and opts[2] == []
+    assert opts[0] == [[(0, 20, 44, 45)]] and opts[3] == [[(112, 24, 36, 42)]]
+    far = [two, hook, cand(62, 0, 39, 13), two_b, *others]  # the bar too far above: two pieces of nothing
+    assert boxes(P.merge_options(far, P.split_options(far, cfg), cfg))[1] == [[(53, 41, 15, 24)]]
+
+
 def test_numbers_of_different_sizes_on_one_line_are_not_joined():
     def digit(x, h, label):
         return P.Digit((x, 100 - h // 2, int(0.6 * h), h), label, 0.99, [(label, 0.99)], np.zeros((28, 28)))

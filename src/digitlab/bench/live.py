@@ -94,7 +94,7 @@ def run_live_bench(frames: int = 150, seed: int = 0, stability_seeds: int = 4, s
                     # single thread: decode, recognise, track, one after the other
                     reader = LiveReader(config=cfg, recognizer=recognizer)
                     source = VideoSource(path)
-                    per_frame, cpu, stages, results = [], [], {}, []
+                    per_frame, cpu, stages, results, sides = [], [], {}, [], []
                     it = iter(source)
                     while True:
                         t0, c0 = time.perf_counter(), time.thread_time()
@@ -110,12 +110,17 @@ def run_live_bench(frames: int = 150, seed: int = 0, stability_seeds: int = 4, s
                         for k, v in res.ms.items():
                             stages.setdefault(k, []).append(v)
                         results.append(res)
+                        sides.append(reader.side)
                     source.close()
                     med, p99 = _stats(per_frame)
                     out[f"ms_median_{key}"], out[f"ms_p99_{key}"] = round(med, 2), round(p99, 2)
                     out[f"fps_{key}"] = round(1e3 / med, 1)
                     # CPU time of the loop's thread: what the frame costs when no other job shares the core
                     out[f"cpu_ms_median_{key}"], out[f"cpu_ms_p99_{key}"] = (round(v, 2) for v in _stats(cpu))
+                    # the adaptive working resolution (longer side, px) the frames were read at
+                    out[f"working_side_median_{key}"] = int(np.median(sides))
+                    values, counts = np.unique(sides, return_counts=True)
+                    out[f"working_side_counts_{key}"] = {str(k): int(v) for k, v in zip(values, counts, strict=True)}
                     out[f"reused_share_{key}"] = round(reader.reused / max(reader.reused + reader.classified, 1), 3)
                     out[f"stages_ms_median_{key}"] = {k: round(float(np.median(v)), 3) for k, v in stages.items()}
                     recog = stages["recognize"]

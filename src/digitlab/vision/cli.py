@@ -220,7 +220,8 @@ def add_live(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON line per frame on stdout")
     p.add_argument("--no-window", action="store_true", help="do not open a window (headless)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--debug", action="store_true", help="every stage's milliseconds on the overlay")
+    p.add_argument("--debug", action="store_true",
+                   help="every stage's milliseconds and its image (gray, ink, binary) on the overlay")
     p.add_argument("--model", type=Path, help="model file (default: the shipped CNN)")
     p.add_argument("--captures", type=Path, default=Path("captures"),
                    help="where the window's s + digit key saves crops (default: ./captures)")

@@ -114,12 +114,13 @@ class LiveReader:
         self._reused_boxes.add(box)
         return probs, image
 
-    def process(self, frame: Frame) -> LiveResult:
+    def process(self, frame: Frame, debug: bool = False) -> LiveResult:
+        """One frame. ``debug``: keep the recogniser's stage images (``result.debug``) for the overlay."""
         t0 = time.perf_counter()
         self._reused_boxes.clear()
         self.side = self.working_side(frame.image.shape)
         result = self.recognizer(frame.image, reuse=self._reuse if self.config.reuse_frames > 0 else None,
-                                 max_side=self.side)
+                                 max_side=self.side, debug=debug)
         t1 = time.perf_counter()
         # a snapshot: the tracker goes on changing its tracks, a result must keep saying what this frame showed
         tracks = [copy.copy(t) for t in self.tracker.update_result(result)]
@@ -238,7 +239,7 @@ def run_live(source: Source, reader: LiveReader, *, out: str | Path | None = Non
             except StopIteration:
                 break
             t_got = time.perf_counter()
-            live = reader.process(frame)
+            live = reader.process(frame, debug=debug)
             live.ms["capture"] = 1e3 * (t_got - t_wait)
             quit_now = False
             if out is not None or ui is not None:

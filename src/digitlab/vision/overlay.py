@@ -85,7 +85,30 @@ def annotate_live(image: np.ndarray, live, fps: float = 0.0, strip: bool = True,
     parts = [bar, out]
     if strip:
         parts.append(_live_strip(live, out.shape[1]))
+    if debug and live.result.debug:
+        parts.append(stage_band(live.result.debug, out.shape[1]))
     return np.vstack(parts)
+
+
+STAGE_VIEWS = (("1_gray", "gray"), ("2_ink", "flattened ink"), ("3_mask", "binary, lines removed"))
+
+
+def stage_band(debug: dict, width: int) -> np.ndarray:
+    """The recogniser's stage images (``PipelineResult.debug``, at its working resolution) side by side,
+    each labelled: what the pipeline saw, for telling a threshold problem from a model problem."""
+    tile_w = width // len(STAGE_VIEWS)
+    shapes = [debug[k].shape for k, _ in STAGE_VIEWS if k in debug and debug[k].ndim == 2]
+    tile_h = max(1, round(tile_w * shapes[0][0] / shapes[0][1])) if shapes else 1
+    band = np.full((tile_h, width, 3), 40, np.uint8)
+    for i, (key, name) in enumerate(STAGE_VIEWS):
+        img = debug.get(key)
+        if img is None or img.ndim != 2:
+            continue
+        tile = cv2.resize(img, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+        band[:, i * tile_w:(i + 1) * tile_w] = tile[:, :, None]
+        cv2.putText(band, name, (i * tile_w + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(band, name, (i * tile_w + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ORANGE, 1, cv2.LINE_AA)
+    return band
 
 
 def _live_strip(live, width: int, tile: int = 56) -> np.ndarray:

@@ -55,6 +55,7 @@ class PipelineConfig:
     split_margin: float = 0.05      # a split must raise the mean confidence by this much to be taken
     merge_gap: float = 0.12         # pieces this close (times the taller one's height) may be one digit ...
     merge_margin: float = 0.15      # ... when reading them as one raises the mean confidence by this much
+    fragment_height: float = 0.7    # two close pieces shorter than this times the digits beside them: one digit?
     digit_aspect: float = 0.72      # typical width / height of one handwritten digit
     stroke_norm: bool = True
     stroke_thin_min: int = 45       # stroke normalisation thins only crops this tall (px) or more: small
@@ -489,8 +490,9 @@ def split_candidate(c: Candidate, parts: int) -> list[Candidate]:
 def merge_options(cands: list[Candidate], options: list[list[list[Candidate]]], cfg: PipelineConfig
                   ) -> list[list[list[Candidate]]]:
     """Offer "one digit" for two close pieces of unequal height side by side (a 4 written in two strokes
-    that do not touch): the pair's options become ``[[a, b], [a | b]]`` and the model's confidence decides,
-    as for splits. Each candidate joins at most one pair."""
+    that do not touch), or for two small close pieces of one digit's size together: the pair's options
+    become ``[[a, b], [a | b]]`` and the model's confidence decides, as for splits. Each candidate joins
+    at most one pair."""
     used: set[int] = set()
     order = sorted(range(len(cands)), key=lambda i: cands[i].x)
     for k, i in enumerate(order):
@@ -508,7 +510,37 @@ def merge_options(cands: list[Candidate], options: list[list[list[Candidate]]], 
                 options[j] = []
                 used.update((i, j))
                 break
+    # pieces of one digit that neither overlap nor stand side by side (a 5 whose bar came off above its
+    # hook, a 7 broken at its corner): two small close pieces whose union is about as big as the digits
+    # beside it on its line (the reference: pages hold numbers of many sizes) are offered as one
+    for k, i in enumerate(order):
+        if i in used or not options[i]:
+            continue
+        for j in order[k + 1:k + 3]:
+            if j in used or not options[j]:
+                continue
+            a, b = cands[i], cands[j]  # (a split of either is moot: it is smaller than one digit)
+            u = _union(a, b)
+            ref = _line_height(u, [c for n, c in enumerate(cands) if n not in (i, j)])
+            if ref is None or max(a.h, b.h) > cfg.fragment_height * ref:
+                continue
+            gap_x = max(a.x, b.x) - min(a.x + a.w, b.x + b.w)
+            gap_y = max(a.y, b.y) - min(a.y + a.h, b.y + b.h)
+            if max(gap_x, gap_y) <= 0.35 * ref and max(u.h, u.w) <= 1.25 * ref:
+                options[i] = [[a, b], [u]]
+                options[j] = []
+                used.update((i, j))
+                break
     return options
+
+
+def _line_height(box: Candidate, others: list[Candidate]) -> float | None:
+    """The median height of the candidates beside ``box`` on its text line (vertical overlap with it, at
+    most two of its heights away), or None when there are none."""
+    near = [c.h for c in others
+            if min(c.y + c.h, box.y + box.h) - max(c.y, box.y) >= 0.5 * min(c.h, box.h)
+            and max(c.x - (box.x + box.w), box.x - (c.x + c.w)) <= 2 * box.h]
+    return float(median(near)) if near else None
 
 
 def split_options(cands: list[Candidate], cfg: PipelineConfig) -> list[list[list[Candidate]]]:

@@ -138,6 +138,7 @@ class Recognizer:
             all_probs = self.probabilities(inputs)  # every box of the image in one model call
         tick("classify")
         cands, chosen, k = [], [], 0
+        box_scores = self._digit_score(all_probs).tolist()  # once for all boxes: Python floats below
         for opts in options:  # keep, per candidate (or pair), the reading the model is surest of
             if not opts:  # the other half of a pair
                 continue
@@ -145,7 +146,7 @@ class Recognizer:
             margin = cfg.merge_margin if len(opts[0]) == 2 else cfg.split_margin  # a pair's options: merge
             for j, opt in enumerate(opts):
                 p = all_probs[k:k + len(opt)]
-                score = float(np.mean(self._digit_score(p))) - (margin if j else 0.0)
+                score = sum(box_scores[k:k + len(opt)]) / len(opt) - (margin if j else 0.0)
                 if score > best_score:
                     best, best_score = (opt, p, inputs[k:k + len(opt)]), score
                 k += len(opt)
@@ -154,16 +155,16 @@ class Recognizer:
         probs = np.concatenate([p for p, _ in chosen]) if chosen else all_probs[:0]
         inputs = np.concatenate([x for _, x in chosen]) if chosen else inputs[:0]
         digits, rejected = [], []
-        for c, p, img in zip(cands, probs, inputs, strict=True):
+        tops = np.argsort(probs[:, :10], axis=1)[:, ::-1][:, :3].tolist()  # each box's three likeliest digits
+        not_digit = (probs[:, self.reject_class] >= cfg.not_digit_min).tolist() if self.reject_class is not None \
+            else [False] * len(probs)
+        for c, p, img, top, nd in zip(cands, probs, inputs, tops, not_digit, strict=True):
             box = self._to_input_box(c, scale, cfg.pad, width, height)
-            digit_p = p[:10]
-            not_digit = self.reject_class is not None and float(p[self.reject_class]) >= cfg.not_digit_min
-            if not_digit or float(digit_p.max()) < self.threshold:
+            digit_p = p[:10].tolist()
+            if nd or digit_p[top[0]] < self.threshold:
                 rejected.append(box)
                 continue
-            top = np.argsort(digit_p)[::-1][:3]
-            digits.append(P.Digit(box, int(top[0]), float(digit_p[top[0]]),
-                                  [(int(k), float(digit_p[k])) for k in top], img[0], p))
+            digits.append(P.Digit(box, top[0], digit_p[top[0]], [(k, digit_p[k]) for k in top], img[0], p))
         numbers = P.group_numbers(digits, cfg)
         tick("group")
         if debug:
