@@ -244,3 +244,41 @@ def test_reused_result_buffers_never_reach_the_caller():
             d = layer.backward(d)
         np.testing.assert_allclose(y, h, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(dx, d, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_statistics_from_the_convolution_give_the_separate_result(monkeypatch):
+    """In training, a Conv2D computes the statistics of the BatchNorm after it on each chunk of its
+    output (chunks other than BatchNorm's own); outputs, gradients and running statistics are those
+    of the layers run one by one, up to float32 rounding."""
+    from digitlab.nn import Flatten
+
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 10_000)  # Conv2D: chunks of 2 images, BatchNorm: of 4
+    rng = np.random.default_rng(5)
+    xs = [(rng.standard_normal((40, 2, 10, 10)) * 3 + 5).astype(np.float32) for _ in range(2)]
+
+    def layers():
+        # no conv bias: before a BatchNorm its gradient is zero, in float32 rounding noise
+        return [Conv2D(2, 4, 3, bias=False, seed=8), BatchNorm(4), ReLU(), Conv2D(4, 3, 3, bias=False, seed=9),
+                BatchNorm(3), Flatten()]
+
+    net = Sequential(layers(), input_shape=(2, 10, 10))
+    assert net._moment_feeds() == {0, 3}
+    plain = layers()
+    for x in xs:
+        y = net.forward(x, training=True)
+        dx = net.backward(np.cos(y))
+        assert net.layers[1].precomputed_moments is None and net.layers[0].epilogue is None
+        h = x
+        for layer in plain:
+            h = layer.forward(h, True)
+        d = np.cos(h)
+        for layer in reversed(plain):
+            d = layer.backward(d)
+        np.testing.assert_allclose(y, h, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dx, d, rtol=1e-4, atol=1e-5)
+    for a, b in zip(net.layers, plain, strict=True):
+        for store in ("grads", "buffers"):
+            for k, v in getattr(a, store).items():
+                want = getattr(b, store)[k]  # float32 sums over 2,560 terms: atol scaled by their size
+                np.testing.assert_allclose(v, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max())),
+                                           err_msg=k)

@@ -123,6 +123,11 @@ class Conv2D(Layer):
     """
 
     batch_parallel = True  # brings its own worker threads (see `digitlab.nn.parallel`)
+    # ``epilogue(rows, worker, capacity)``, set by `Sequential` around a forward call: run on each
+    # chunk's output rows ``(r, F)`` while they are in cache (r <= capacity); the results, in chunk
+    # order, are left in ``epilogue_parts`` (a following BatchNorm's statistics, see `BatchNorm`)
+    epilogue = None
+    epilogue_parts: list[Any] | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0,
                  bias: bool = True, init: str = "he", seed: int | None = 0, dtype=np.float32) -> None:
@@ -187,16 +192,19 @@ class Conv2D(Layer):
         y = _result(self, "y", (n, oh, ow, f), x.dtype)
         chunks = self._chunks(n, h, w, oh, ow, x.itemsize)
         size = chunks[0][1] - chunks[0][0]
+        epilogue = self.epilogue
 
-        def chunk(s: int, e: int, worker: int) -> None:
+        def chunk(s: int, e: int, worker: int) -> Any:
             if xp is not xh:
                 xp[s:e, ph:ph + h, pw:pw + w] = xh[s:e]
             out = y[s:e].reshape(-1, f)
             np.matmul(self._gather(win, s, e, size, f"cols{worker}"), wm, out=out)
             if bias is not None:
                 out += bias
+            return epilogue(out, worker, size * oh * ow) if epilogue is not None else None
 
-        parallel.map_spans(chunk, chunks)
+        parts = parallel.map_spans(chunk, chunks)
+        self.epilogue_parts = parts if epilogue is not None else None
         return nchw(y)
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
@@ -523,6 +531,9 @@ class BatchNorm(Layer):
 
     fuses_relu = True  # Sequential may hand this layer the ReLU after it
     relu = False  # set by Sequential around a forward call when it does (see above)
+    # the per-chunk moments of this call's input, computed by the layer before (a `Conv2D`, on each
+    # chunk of its output while that is in cache: `moments_epilogue`); set by `Sequential`, used once
+    precomputed_moments: list[tuple[int, np.ndarray, np.ndarray]] | None = None
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, seed: int | None = 0,
                  dtype=np.float32) -> None:
@@ -551,6 +562,27 @@ class BatchNorm(Layer):
     def _colsum(self, rows: np.ndarray, worker: int) -> np.ndarray:
         return self._scratch("ones", worker, rows.shape[0], rows.dtype, fill=1.0) @ rows
 
+    def _moments(self, rows: np.ndarray, ones: np.ndarray, centred: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(r, mean, sum of squared deviations)`` of ``r`` rows, per channel (``ones``, ``centred``:
+        scratch of at least their size)."""
+        r = rows.shape[0]
+        mean_k = (ones[:r] @ rows) * rows.dtype.type(1 / r)
+        sq = np.subtract(rows, mean_k, out=centred[:r])
+        np.square(sq, out=sq)
+        return r, mean_k, ones[:r] @ sq
+
+    def moments_epilogue(self):
+        """A function ``(rows, worker, capacity) -> moments`` for the layer before to run on each chunk
+        of its output (`Conv2D.epilogue`): the statistics of the next training forward pass come from
+        those chunks (combined as any others), saving that pass a read of the whole input."""
+
+        def moments(rows: np.ndarray, worker: int, capacity: int) -> tuple[int, np.ndarray, np.ndarray]:
+            ones = self.buf.get(f"epi_ones{worker}", (capacity,), rows.dtype, fill=1.0)
+            centred = self.buf.get(f"epi_centred{worker}", (capacity, self.num_features), rows.dtype)
+            return self._moments(rows, ones, centred)
+
+        return moments
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if x.ndim not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm({self.num_features}) expects (N, {self.num_features}) or "
@@ -559,6 +591,7 @@ class BatchNorm(Layer):
         t = x.dtype.type
         items = self._items(x)
         m = x.size // c
+        pre, self.precomputed_moments = self.precomputed_moments, None
         per_item = math.prod(x.shape[2:])  # values per channel in one item: H*W, or 1
         # a chunk touches three to five arrays of its size (input, output, scratch, gradient, mask):
         # half a CHUNK_BYTES each keeps them near the core's cache at a small Python cost per chunk
@@ -570,13 +603,10 @@ class BatchNorm(Layer):
 
             def moments(s: int, e: int, worker: int) -> tuple[int, np.ndarray, np.ndarray]:
                 rows = self._rows(items, s, e)
-                r = rows.shape[0]
-                mean_k = self._colsum(rows, worker) * t(1 / r)
-                sq = np.subtract(rows, mean_k, out=self._scratch("centred", worker, r, x.dtype))
-                np.square(sq, out=sq)
-                return r, mean_k, self._colsum(sq, worker)
+                return self._moments(rows, self._scratch("ones", worker, rows.shape[0], x.dtype, fill=1.0),
+                                     self._scratch("centred", worker, rows.shape[0], x.dtype))
 
-            stats = parallel.map_spans(moments, self.chunks)
+            stats = pre if pre is not None else parallel.map_spans(moments, self.chunks)
             counts = np.array([r for r, _, _ in stats], np.float64)[:, None]
             means = np.array([mu for _, mu, _ in stats], np.float64)
             mean64 = (counts * means).sum(axis=0) / m

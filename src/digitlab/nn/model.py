@@ -46,6 +46,14 @@ class Sequential:
         return {i + 1 for i in range(len(self.layers) - 1)
                 if getattr(self.layers[i], "fuses_relu", False) and type(self.layers[i + 1]) is ReLU}
 
+    def _moment_feeds(self) -> set[int]:
+        """Indices of the layers that compute, in training, the batch statistics of the `BatchNorm`
+        right after them, chunk by chunk on their own output while it is in cache: a layer with an
+        ``epilogue`` slot (`Conv2D`) followed by a layer with ``moments_epilogue``."""
+        return {i for i in range(len(self.layers) - 1)
+                if hasattr(self.layers[i], "epilogue") and hasattr(self.layers[i + 1], "moments_epilogue")
+                and getattr(self.layers[i], "out_channels", None) == self.layers[i + 1].num_features}
+
     def _handed_out(self, order, fused: set[int]) -> set[int]:
         """The layers whose result may reach the caller: the last one to run in ``order`` and, while
         that passes on a view of its input (`Flatten`), the one before it."""
@@ -74,6 +82,7 @@ class Sequential:
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         fused = self._fused()
         handed_out = self._handed_out(reversed(range(len(self.layers))), fused)
+        feeds = self._moment_feeds() if training else set()
         for i, layer in enumerate(self.layers):
             if i in fused:
                 continue
@@ -82,11 +91,17 @@ class Sequential:
             layer.reuse_outputs = training and i not in handed_out
             if i + 1 in fused:
                 layer.relu = True
+            if i in feeds:
+                layer.epilogue = self.layers[i + 1].moments_epilogue()
             try:
                 x = layer.forward(x, training)
+                if i in feeds:
+                    self.layers[i + 1].precomputed_moments = layer.epilogue_parts
             finally:
                 if i + 1 in fused:
                     layer.relu = False
+                if i in feeds:
+                    layer.epilogue, layer.epilogue_parts = None, None
                 layer.reuse_outputs = False
         return x
 
