@@ -246,10 +246,22 @@ def test_reused_result_buffers_never_reach_the_caller():
         np.testing.assert_allclose(dx, d, rtol=1e-5, atol=1e-6)
 
 
+def spy_on_epilogue(layer, key, calls):
+    """Record in ``calls[key]`` whether the layer's backward runs with a ``dx_epilogue``."""
+    real = layer.backward
+
+    def backward(dout):
+        calls[key] = layer.dx_epilogue is not None
+        return real(dout)
+
+    layer.backward = backward
+
+
 def test_batchnorm_statistics_from_the_convolution_give_the_separate_result(monkeypatch):
     """In training, a Conv2D computes the statistics of the BatchNorm after it on each chunk of its
-    output (chunks other than BatchNorm's own); outputs, gradients and running statistics are those
-    of the layers run one by one, up to float32 rounding."""
+    output (chunks other than BatchNorm's own), and in backward the layer before a BatchNorm (Conv2D,
+    MaxPool2D) its first pass on each chunk of dL/dx, with and without a fused ReLU; outputs,
+    gradients and running statistics are those of the layers run one by one, up to float32 rounding."""
     from digitlab.nn import Flatten
 
     monkeypatch.setattr(conv_module, "CHUNK_BYTES", 10_000)  # Conv2D: chunks of 2 images, BatchNorm: of 4
@@ -259,15 +271,21 @@ def test_batchnorm_statistics_from_the_convolution_give_the_separate_result(monk
     def layers():
         # no conv bias: before a BatchNorm its gradient is zero, in float32 rounding noise
         return [Conv2D(2, 4, 3, bias=False, seed=8), BatchNorm(4), ReLU(), Conv2D(4, 3, 3, bias=False, seed=9),
-                BatchNorm(3), Flatten()]
+                BatchNorm(3), MaxPool2D(2), Flatten()]
 
     net = Sequential(layers(), input_shape=(2, 10, 10))
     assert net._moment_feeds() == {0, 3}
     plain = layers()
     for x in xs:
         y = net.forward(x, training=True)
+        calls: dict[int, bool] = {}
+        for j in (3, 5):  # the layers whose backward runs the first pass of a BatchNorm's
+            spy_on_epilogue(net.layers[j], j, calls)
         dx = net.backward(np.cos(y))
+        assert calls == {3: True, 5: True}
         assert net.layers[1].precomputed_moments is None and net.layers[0].epilogue is None
+        assert all(getattr(layer, "precomputed_sums", None) is None for layer in net.layers)
+        assert all(getattr(layer, "dx_epilogue", None) is None for layer in net.layers)
         h = x
         for layer in plain:
             h = layer.forward(h, True)

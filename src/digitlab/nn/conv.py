@@ -128,6 +128,10 @@ class Conv2D(Layer):
     # order, are left in ``epilogue_parts`` (a following BatchNorm's statistics, see `BatchNorm`)
     epilogue = None
     epilogue_parts: list[Any] | None = None
+    # the same for backward: ``dx_epilogue(s, e, rows, worker, capacity)`` on each chunk's input
+    # gradient ``(r, C)`` (images s:e), which it may change in place (a BatchNorm's sums, see `BatchNorm`)
+    dx_epilogue = None
+    dx_epilogue_parts: list[Any] | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0,
                  bias: bool = True, init: str = "he", seed: int | None = 0, dtype=np.float32) -> None:
@@ -233,22 +237,27 @@ class Conv2D(Layer):
             xin = self.xp[:, ph:ph + h, pw:pw + w]  # the input, NHWC (the padded buffer's interior)
         else:
             wm = self._weight_matrix(dout.dtype)
+        epilogue = self.dx_epilogue if need_dx else None
 
-        def chunk(s: int, e: int, worker: int) -> tuple[np.ndarray, np.ndarray | None]:
+        def chunk(s: int, e: int, worker: int) -> tuple[np.ndarray, np.ndarray | None, Any]:
             gc = g[s:e].reshape(-1, f)  # a view when dout is channels-last, else a copy of this chunk
             db = gc.sum(axis=0) if self.bias else None
+            dwm = None
             if full:
                 gp[s:e, kh - 1:kh - 1 + oh, kw - 1:kw - 1 + ow] = g[s:e]
                 gcols = self._gather(gwin, s, e, size, f"gcols{worker}")
                 np.matmul(gcols, wflip, out=dxh[s:e].reshape(-1, c))
                 if dw_from_gcols:
-                    return gcols.T @ xin[s:e].reshape(-1, c), db  # rows (KH-1-kh, KW-1-kw, f), columns c
-            dwm = self._gather(win, s, e, size, f"bcols{worker}").T @ gc
+                    dwm = gcols.T @ xin[s:e].reshape(-1, c)  # rows (KH-1-kh, KW-1-kw, f), columns c
+            if dwm is None:
+                dwm = self._gather(win, s, e, size, f"bcols{worker}").T @ gc
             if need_dx and not full:
                 self._input_grad_scatter(gc, e - s, size, wm, dxh[s:e], worker)
-            return dwm, db
+            extra = epilogue(s, e, dxh[s:e].reshape(-1, c), worker, size * h * w) if epilogue is not None else None
+            return dwm, db, extra
 
         parts = parallel.map_spans(chunk, chunks)
+        self.dx_epilogue_parts = [p[2] for p in parts] if epilogue is not None else None
         dwm = _sum_in_order([p[0] for p in parts])
         if dw_from_gcols:
             self.grads["W"][...] = dwm.reshape(kh, kw, f, c)[::-1, ::-1].transpose(2, 3, 0, 1)
@@ -293,6 +302,8 @@ class _Pool(Layer):
     """
 
     batch_parallel = True
+    dx_epilogue = None  # as `Conv2D.dx_epilogue`
+    dx_epilogue_parts: list[Any] | None = None
 
     def __init__(self, kernel_size=2, stride=None, padding=0) -> None:
         super().__init__()
@@ -346,14 +357,20 @@ class _Pool(Layer):
             and dxp.shape[2] == ow * self.kernel_size[1]
         views = self._offsets(dxp, oh, ow)
 
-        def chunk(s: int, e: int, worker: int) -> None:
+        chunks = self._chunks(self.in_shape, dout.itemsize)
+        size = chunks[0][1] - chunks[0][0]
+        epilogue = self.dx_epilogue
+
+        def chunk(s: int, e: int, worker: int) -> Any:
             if not tiled:
                 dxp[s:e] = 0
             add(views, s, e, tiled, worker)
             if dxp is not dxh:
                 dxh[s:e] = dxp[s:e, ph:ph + h, pw:pw + w]
+            return epilogue(s, e, dxh[s:e].reshape(-1, c), worker, size * h * w) if epilogue is not None else None
 
-        parallel.map_spans(chunk, self._chunks(self.in_shape, dout.itemsize))
+        parts = parallel.map_spans(chunk, chunks)
+        self.dx_epilogue_parts = parts if epilogue is not None else None
         return nchw(dxh)
 
     def spec(self) -> dict[str, Any]:
@@ -534,6 +551,10 @@ class BatchNorm(Layer):
     # the per-chunk moments of this call's input, computed by the layer before (a `Conv2D`, on each
     # chunk of its output while that is in cache: `moments_epilogue`); set by `Sequential`, used once
     precomputed_moments: list[tuple[int, np.ndarray, np.ndarray]] | None = None
+    # likewise in backward: the per-chunk sums of the first pass, computed by the layer whose input
+    # gradient is this layer's dL/dy, on each chunk of it (`sums_epilogue`), which then already
+    # carries the fused ReLU's mask
+    precomputed_sums: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, seed: int | None = 0,
                  dtype=np.float32) -> None:
@@ -638,26 +659,50 @@ class BatchNorm(Layer):
         self.mean, self.inv_std, self.training, self.fused_relu = mean, inv_std, training, relu
         return nchw(out) if x.ndim == 4 else out
 
+    def _sums(self, s: int, e: int, g: np.ndarray, gm: np.ndarray, mask: np.ndarray, centred: np.ndarray,
+              ones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """sum(gm) and sum(gm * (x - mu)) over items ``s:e``, where gm is dL/dy ``g`` after the fused
+        ReLU's mask, written into ``gm`` (``mask``, ``centred``, ``ones``: scratch of that size)."""
+        if self.fused_relu:
+            gm = np.multiply(g, np.greater(self._rows(self.out, s, e), 0, out=mask), out=gm)
+        else:
+            gm = g
+        prod = np.subtract(self._rows(self.items, s, e), self.mean, out=centred)
+        prod *= gm
+        return ones @ gm, ones @ prod
+
+    def sums_epilogue(self):
+        """A function ``(s, e, rows, worker, capacity) -> sums`` for the layer before to run on each
+        chunk of the input gradient it computes, this layer's dL/dy (`Conv2D.dx_epilogue`): the first
+        pass of the next backward call, done while that chunk is in cache."""
+
+        def sums(s: int, e: int, rows: np.ndarray, worker: int, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+            r, c = rows.shape[0], self.num_features
+            return self._sums(s, e, rows, rows, self.buf.get(f"epi_mask{worker}", (capacity, c), np.bool_)[:r],
+                              self.buf.get(f"epi_centred_b{worker}", (capacity, c), rows.dtype)[:r],
+                              self.buf.get(f"epi_ones_b{worker}", (capacity,), rows.dtype, fill=1.0)[:r])
+
+        return sums
+
     def backward(self, dout: np.ndarray) -> np.ndarray:
         c = self.num_features
         t = dout.dtype.type
         g = self._items(dout)
-        items, out, mean, inv_std = self.items, self.out, self.mean, self.inv_std
+        items, mean, inv_std = self.items, self.mean, self.inv_std
         m = dout.size // c
         dx = _result(self, "dx", items.shape, dout.dtype)
+        parts, self.precomputed_sums = self.precomputed_sums, None
+        masked = parts is not None  # dout is already gm; else the first pass leaves gm in dx
 
         def sums(s: int, e: int, worker: int) -> tuple[np.ndarray, np.ndarray]:
-            """sum(gm) and sum(gm * (x - mu)) of the chunk, where gm is dL/dy after the ReLU's mask
-            (kept in dx for the second pass)."""
-            gm = self._rows(g, s, e)
-            if self.fused_relu:
-                gm = np.multiply(gm, self._rows(out, s, e) > 0, out=self._rows(dx, s, e))
-            prod = np.subtract(self._rows(items, s, e), mean,
-                               out=self._scratch("centred", worker, gm.shape[0], dout.dtype))
-            prod *= gm
-            return self._colsum(gm, worker), self._colsum(prod, worker)
+            gm = self._rows(dx, s, e)  # gm stays in dx for the second pass
+            r = gm.shape[0]
+            return self._sums(s, e, self._rows(g, s, e), gm, self._scratch("mask", worker, r, np.bool_),
+                              self._scratch("centred", worker, r, dout.dtype),
+                              self._scratch("ones", worker, r, dout.dtype, fill=1.0))
 
-        parts = parallel.map_spans(sums, self.chunks)
+        if parts is None:
+            parts = parallel.map_spans(sums, self.chunks)
         self.grads["beta"][...] = _sum_in_order([p[0] for p in parts])
         self.grads["gamma"][...] = _sum_in_order([p[1] for p in parts]) * inv_std
         scale = self.params["gamma"] * inv_std
@@ -668,7 +713,7 @@ class BatchNorm(Layer):
 
         def grad(s: int, e: int, worker: int) -> None:
             dxc = self._rows(dx, s, e)
-            gm = dxc if self.fused_relu else self._rows(g, s, e)
+            gm = dxc if self.fused_relu and not masked else self._rows(g, s, e)
             if training:
                 tmp = np.subtract(self._rows(items, s, e), mean,
                                   out=self._scratch("centred", worker, dxc.shape[0], dout.dtype))

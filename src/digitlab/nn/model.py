@@ -134,9 +134,19 @@ class Sequential:
                     layer.need_input_grad = True
                 return None
             layer.reuse_outputs = i not in handed_out  # the first layer's dL/dx goes to the caller
+            # the next layer to run, if a BatchNorm, gets the first pass of its backward done on each
+            # chunk of this layer's dL/dx while that is in cache (`BatchNorm.sums_epilogue`)
+            nxt = max((j for j in range(stop, i) if j not in fused), default=None)
+            feed = nxt is not None and hasattr(layer, "dx_epilogue") and hasattr(self.layers[nxt], "sums_epilogue")
+            if feed:
+                layer.dx_epilogue = self.layers[nxt].sums_epilogue()
             try:
                 dout = layer.backward(dout)
+                if feed:
+                    self.layers[nxt].precomputed_sums = layer.dx_epilogue_parts
             finally:
+                if feed:
+                    layer.dx_epilogue, layer.dx_epilogue_parts = None, None
                 layer.reuse_outputs = False
         return dout
 
