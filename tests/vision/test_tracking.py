@@ -361,3 +361,38 @@ def test_vectorised_matching_equals_the_loop_twin():
         if tracks and boxes:
             boxes[0] = tracks[0].box  # one sure pair
         assert match(tracks, boxes, cfg) == _match_loop(tracks, boxes, cfg)
+
+
+def test_a_digit_back_from_under_a_hand_is_shown_at_once_if_read_the_same():
+    """A stable 4 and its neighbour 2 move right 3 px a frame; the 4 is covered for 12 frames (its track
+    goes after M), then uncovered where the scene has taken it."""
+    def boxes(frame):
+        return (10 + 3 * frame, 50, 20, 30), (40 + 3 * frame, 50, 20, 30)
+
+    for back_as, expect_stable in ((4, True), (9, False)):
+        tr = Tracker()
+        for f in range(K + 2):
+            four, two = boxes(f)
+            t4, t2 = tr.update([(four, onehot(4)), (two, onehot(2))])
+        tid = t4.id
+        for f in range(K + 2, K + 14):
+            (t2,) = [t for t in tr.update([(boxes(f)[1], onehot(2))]) if t.misses == 0]
+        assert tid not in {t.id for t in tr.tracks}  # gone, after M missed frames
+        f = K + 14
+        tracks = tr.update([(boxes(f)[0], onehot(back_as)), (boxes(f)[1], onehot(2))])
+        back = next(t for t in tracks if t.box == boxes(f)[0])
+        if expect_stable:  # the same digit where the scene's motion put it: the old track, its label at once
+            assert back.state == "stable" and back.label == 4 and back.id == tid
+        else:  # another digit there: read afresh
+            assert back.state == "tentative" and back.label is None and back.id != tid
+
+
+def test_a_remembered_digit_is_forgotten_after_recall_frames():
+    cfg = TrackerConfig(recall_frames=5)
+    tr = Tracker(cfg)
+    for _ in range(K):
+        (t,) = tr.update([(BOX, onehot(4))])
+    for _ in range(M + 6):
+        tr.update([])
+    (t,) = tr.update([(BOX, onehot(4))])
+    assert t.state == "tentative" and t.label is None

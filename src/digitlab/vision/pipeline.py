@@ -520,14 +520,17 @@ def merge_options(cands: list[Candidate], options: list[list[list[Candidate]]], 
             if j in used or not options[j]:
                 continue
             a, b = cands[i], cands[j]  # (a split of either is moot: it is smaller than one digit)
-            u = _union(a, b)
-            ref = _line_height(u, [c for n, c in enumerate(cands) if n not in (i, j)])
-            if ref is None or max(a.h, b.h) > cfg.fragment_height * ref:
-                continue
             gap_x = max(a.x, b.x) - min(a.x + a.w, b.x + b.w)
             gap_y = max(a.y, b.y) - min(a.y + a.h, b.y + b.h)
-            if max(gap_x, gap_y) <= 0.35 * ref and max(u.h, u.w) <= 1.25 * ref:
-                options[i] = [[a, b], [u]]
+            if max(gap_x, gap_y) > 0.5 * max(a.h, b.h):  # pieces of one digit: closer than half the taller
+                continue
+            x0, y0 = min(a.x, b.x), min(a.y, b.y)
+            box = Candidate(x0, y0, max(a.x + a.w, b.x + b.w) - x0, max(a.y + a.h, b.y + b.h) - y0)
+            ref = _line_height(box, [c for n, c in enumerate(cands) if n not in (i, j)])
+            if ref is None or max(a.h, b.h) > cfg.fragment_height * ref:
+                continue
+            if max(gap_x, gap_y) <= 0.35 * ref and max(box.h, box.w) <= 1.25 * ref:
+                options[i] = [[a, b], [_union(a, b)]]
                 options[j] = []
                 used.update((i, j))
                 break

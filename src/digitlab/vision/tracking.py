@@ -21,7 +21,10 @@ every frame:
    digit leads the average for ``appear_frames`` frames in a row, so a true 7 read as 1 now and then
    is never shown as 1. A track
    with no box in a frame is ``"lost"`` (it keeps its label: one dropped detection must not blank the
-   reading) and is removed at the ``lost_frames``-th miss in a row.
+   reading) and is removed at the ``lost_frames``-th miss in a row. A removed stable track is
+   remembered for ``recall_frames`` frames, moving with the scene (the median shift of the matched
+   boxes): a new track there whose first reading is confidently the same digit *is* that track again,
+   with its id and its label at once, so a number uncovered by a passing hand is not re-scanned.
 
 Numbers are stabilised one level up: the tracks showing a label are grouped with
 `digitlab.vision.pipeline.group_numbers`, each number is matched to the previous frame's numbers by the
@@ -54,6 +57,8 @@ class TrackerConfig:
     velocity: float = 0.5           # smoothing of the per-frame motion used to predict a track's box
     num_classes: int = 11           # probability vectors are padded to this (10 digits + "not a digit")
     hide_incomplete: bool = True    # a shown number with a digit being read beside it is hidden meanwhile
+    recall_frames: int = 90         # a stable track that goes is remembered this long (moving with the
+                                    # scene): a digit back from under a hand, read the same, is shown at once
 
 
 @dataclass
@@ -86,6 +91,22 @@ class Track:
     def to_json(self) -> dict:
         return {"id": self.id, "box": list(self.box), "label": self.label,
                 "confidence": round(float(self.confidence), 4), "state": self.state}
+
+
+@dataclass
+class _Ghost:
+    """A stable track that went (see `TrackerConfig.recall_frames`); ``x, y`` move with the scene."""
+
+    id: int
+    label: int
+    box: Box
+    probs: np.ndarray
+    since: int
+    x: float = 0.0
+    y: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.x, self.y = float(self.box[0]), float(self.box[1])
 
 
 @dataclass
@@ -187,6 +208,7 @@ class Tracker:
         self.frame = 0
         self._next_id = 0
         self._numbers: list[_NumberTrack] = []
+        self._ghosts: list[_Ghost] = []  # stable tracks gone recently, for `recall_frames`
 
     # -- digits ----------------------------------------------------------------------------------
     def _vector(self, probs: np.ndarray) -> np.ndarray:
@@ -212,6 +234,7 @@ class Tracker:
         pairs = match(self.tracks, boxes, cfg)  # type: ignore[arg-type]
         matched_t = {ti for ti, _ in pairs}
         matched_b = {bi for _, bi in pairs}
+        self._move_ghosts([(self.tracks[ti].box, boxes[bi]) for ti, bi in pairs])
         for ti, bi in pairs:
             self._observe(self.tracks[ti], boxes[bi], vectors[bi])  # type: ignore[arg-type]
         survivors = []
@@ -221,6 +244,10 @@ class Tracker:
                 t.misses += 1
                 t.state = "lost"
                 if t.misses >= cfg.lost_frames:
+                    if t.label is not None and cfg.recall_frames > 0:
+                        moved = (round(t.box[0] + t.velocity[0] * t.misses), round(t.box[1] + t.velocity[1] * t.misses),
+                                 t.box[2], t.box[3])  # where its motion would have taken it meanwhile
+                        self._ghosts.append(_Ghost(t.id, t.label, moved, t.probs.copy(), self.frame))
                     continue
             survivors.append(t)
         for bi, (box, p) in enumerate(zip(boxes, vectors, strict=True)):
@@ -240,7 +267,45 @@ class Tracker:
         t = Track(self._next_id, box, p.copy(), None, 0.0, "tentative", age=0, hits=0, tentative_since=self.frame)
         self._next_id += 1
         self._observe(t, box, p, first=True)
+        if t.label is None:
+            self._recall(t, p)
         return t
+
+    def _move_ghosts(self, moves: list[tuple[Box, Box]]) -> None:
+        """Move the remembered tracks with the scene (the median shift of this frame's matched boxes) and
+        forget those older than ``recall_frames``."""
+        cfg = self.config
+        self._ghosts = [g for g in self._ghosts if self.frame - g.since <= cfg.recall_frames]
+        if not self._ghosts or not moves:
+            return
+        dx = float(np.median([(b[0] + b[2] / 2) - (a[0] + a[2] / 2) for a, b in moves]))
+        dy = float(np.median([(b[1] + b[3] / 2) - (a[1] + a[3] / 2) for a, b in moves]))
+        for g in self._ghosts:
+            g.x += dx
+            g.y += dy
+
+    def _recall(self, t: Track, p: np.ndarray) -> None:
+        """A new track where a stable one went recently, read confidently as the same digit, is that track
+        back (its id, its label at once): a number uncovered by a passing hand is not read afresh."""
+        cfg = self.config
+        label = int(np.argmax(p[:10]))
+        if float(p[label]) < cfg.appear_conf:
+            return
+        best, best_iou = None, cfg.iou_match
+        for g in self._ghosts:
+            if g.label != label or any(other.id == g.id for other in self.tracks):
+                continue
+            overlap = iou((g.x, g.y, g.box[2], g.box[3]), t.box)
+            if overlap >= best_iou:
+                best, best_iou = g, overlap
+        if best is None:
+            return
+        self._ghosts.remove(best)
+        t.id = best.id
+        t.label = label
+        t.probs = cfg.ema * best.probs + (1 - cfg.ema) * p
+        t.state = "stable"
+        t.confidence = float(t.probs[label])
 
     def _observe(self, t: Track, box: Box, p: np.ndarray, first: bool = False) -> None:
         """Fold one matched frame into a track and apply the hysteresis rules."""
