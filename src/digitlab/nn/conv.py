@@ -123,15 +123,6 @@ class Conv2D(Layer):
     """
 
     batch_parallel = True  # brings its own worker threads (see `digitlab.nn.parallel`)
-    # ``epilogue(rows, worker, capacity)``, set by `Sequential` around a forward call: run on each
-    # chunk's output rows ``(r, F)`` while they are in cache (r <= capacity); the results, in chunk
-    # order, are left in ``epilogue_parts`` (a following BatchNorm's statistics, see `BatchNorm`)
-    epilogue = None
-    epilogue_parts: list[Any] | None = None
-    # the same for backward: ``dx_epilogue(s, e, rows, worker, capacity)`` on each chunk's input
-    # gradient ``(r, C)`` (images s:e), which it may change in place (a BatchNorm's sums, see `BatchNorm`)
-    dx_epilogue = None
-    dx_epilogue_parts: list[Any] | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0,
                  bias: bool = True, init: str = "he", seed: int | None = 0, dtype=np.float32) -> None:
@@ -196,19 +187,16 @@ class Conv2D(Layer):
         y = _result(self, "y", (n, oh, ow, f), x.dtype)
         chunks = self._chunks(n, h, w, oh, ow, x.itemsize)
         size = chunks[0][1] - chunks[0][0]
-        epilogue = self.epilogue
 
-        def chunk(s: int, e: int, worker: int) -> Any:
+        def chunk(s: int, e: int, worker: int) -> None:
             if xp is not xh:
                 xp[s:e, ph:ph + h, pw:pw + w] = xh[s:e]
             out = y[s:e].reshape(-1, f)
             np.matmul(self._gather(win, s, e, size, f"cols{worker}"), wm, out=out)
             if bias is not None:
                 out += bias
-            return epilogue(out, worker, size * oh * ow) if epilogue is not None else None
 
-        parts = parallel.map_spans(chunk, chunks)
-        self.epilogue_parts = parts if epilogue is not None else None
+        parallel.map_spans(chunk, chunks)
         return nchw(y)
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
@@ -237,27 +225,22 @@ class Conv2D(Layer):
             xin = self.xp[:, ph:ph + h, pw:pw + w]  # the input, NHWC (the padded buffer's interior)
         else:
             wm = self._weight_matrix(dout.dtype)
-        epilogue = self.dx_epilogue if need_dx else None
 
-        def chunk(s: int, e: int, worker: int) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        def chunk(s: int, e: int, worker: int) -> tuple[np.ndarray, np.ndarray | None]:
             gc = g[s:e].reshape(-1, f)  # a view when dout is channels-last, else a copy of this chunk
             db = gc.sum(axis=0) if self.bias else None
-            dwm = None
             if full:
                 gp[s:e, kh - 1:kh - 1 + oh, kw - 1:kw - 1 + ow] = g[s:e]
                 gcols = self._gather(gwin, s, e, size, f"gcols{worker}")
                 np.matmul(gcols, wflip, out=dxh[s:e].reshape(-1, c))
                 if dw_from_gcols:
-                    dwm = gcols.T @ xin[s:e].reshape(-1, c)  # rows (KH-1-kh, KW-1-kw, f), columns c
-            if dwm is None:
-                dwm = self._gather(win, s, e, size, f"bcols{worker}").T @ gc
+                    return gcols.T @ xin[s:e].reshape(-1, c), db  # rows (KH-1-kh, KW-1-kw, f), columns c
+            dwm = self._gather(win, s, e, size, f"bcols{worker}").T @ gc
             if need_dx and not full:
                 self._input_grad_scatter(gc, e - s, size, wm, dxh[s:e], worker)
-            extra = epilogue(s, e, dxh[s:e].reshape(-1, c), worker, size * h * w) if epilogue is not None else None
-            return dwm, db, extra
+            return dwm, db
 
         parts = parallel.map_spans(chunk, chunks)
-        self.dx_epilogue_parts = [p[2] for p in parts] if epilogue is not None else None
         dwm = _sum_in_order([p[0] for p in parts])
         if dw_from_gcols:
             self.grads["W"][...] = dwm.reshape(kh, kw, f, c)[::-1, ::-1].transpose(2, 3, 0, 1)
@@ -302,8 +285,6 @@ class _Pool(Layer):
     """
 
     batch_parallel = True
-    dx_epilogue = None  # as `Conv2D.dx_epilogue`
-    dx_epilogue_parts: list[Any] | None = None
 
     def __init__(self, kernel_size=2, stride=None, padding=0) -> None:
         super().__init__()
@@ -357,20 +338,14 @@ class _Pool(Layer):
             and dxp.shape[2] == ow * self.kernel_size[1]
         views = self._offsets(dxp, oh, ow)
 
-        chunks = self._chunks(self.in_shape, dout.itemsize)
-        size = chunks[0][1] - chunks[0][0]
-        epilogue = self.dx_epilogue
-
-        def chunk(s: int, e: int, worker: int) -> Any:
+        def chunk(s: int, e: int, worker: int) -> None:
             if not tiled:
                 dxp[s:e] = 0
             add(views, s, e, tiled, worker)
             if dxp is not dxh:
                 dxh[s:e] = dxp[s:e, ph:ph + h, pw:pw + w]
-            return epilogue(s, e, dxh[s:e].reshape(-1, c), worker, size * h * w) if epilogue is not None else None
 
-        parts = parallel.map_spans(chunk, chunks)
-        self.dx_epilogue_parts = parts if epilogue is not None else None
+        parallel.map_spans(chunk, self._chunks(self.in_shape, dout.itemsize))
         return nchw(dxh)
 
     def spec(self) -> dict[str, Any]:
@@ -548,13 +523,6 @@ class BatchNorm(Layer):
 
     fuses_relu = True  # Sequential may hand this layer the ReLU after it
     relu = False  # set by Sequential around a forward call when it does (see above)
-    # the per-chunk moments of this call's input, computed by the layer before (a `Conv2D`, on each
-    # chunk of its output while that is in cache: `moments_epilogue`); set by `Sequential`, used once
-    precomputed_moments: list[tuple[int, np.ndarray, np.ndarray]] | None = None
-    # likewise in backward: the per-chunk sums of the first pass, computed by the layer whose input
-    # gradient is this layer's dL/dy, on each chunk of it (`sums_epilogue`), which then already
-    # carries the fused ReLU's mask
-    precomputed_sums: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, seed: int | None = 0,
                  dtype=np.float32) -> None:
@@ -583,27 +551,6 @@ class BatchNorm(Layer):
     def _colsum(self, rows: np.ndarray, worker: int) -> np.ndarray:
         return self._scratch("ones", worker, rows.shape[0], rows.dtype, fill=1.0) @ rows
 
-    def _moments(self, rows: np.ndarray, ones: np.ndarray, centred: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(r, mean, sum of squared deviations)`` of ``r`` rows, per channel (``ones``, ``centred``:
-        scratch of at least their size)."""
-        r = rows.shape[0]
-        mean_k = (ones[:r] @ rows) * rows.dtype.type(1 / r)
-        sq = np.subtract(rows, mean_k, out=centred[:r])
-        np.square(sq, out=sq)
-        return r, mean_k, ones[:r] @ sq
-
-    def moments_epilogue(self):
-        """A function ``(rows, worker, capacity) -> moments`` for the layer before to run on each chunk
-        of its output (`Conv2D.epilogue`): the statistics of the next training forward pass come from
-        those chunks (combined as any others), saving that pass a read of the whole input."""
-
-        def moments(rows: np.ndarray, worker: int, capacity: int) -> tuple[int, np.ndarray, np.ndarray]:
-            ones = self.buf.get(f"epi_ones{worker}", (capacity,), rows.dtype, fill=1.0)
-            centred = self.buf.get(f"epi_centred{worker}", (capacity, self.num_features), rows.dtype)
-            return self._moments(rows, ones, centred)
-
-        return moments
-
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if x.ndim not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm({self.num_features}) expects (N, {self.num_features}) or "
@@ -612,7 +559,6 @@ class BatchNorm(Layer):
         t = x.dtype.type
         items = self._items(x)
         m = x.size // c
-        pre, self.precomputed_moments = self.precomputed_moments, None
         per_item = math.prod(x.shape[2:])  # values per channel in one item: H*W, or 1
         # a chunk touches three to five arrays of its size (input, output, scratch, gradient, mask):
         # half a CHUNK_BYTES each keeps them near the core's cache at a small Python cost per chunk
@@ -624,10 +570,13 @@ class BatchNorm(Layer):
 
             def moments(s: int, e: int, worker: int) -> tuple[int, np.ndarray, np.ndarray]:
                 rows = self._rows(items, s, e)
-                return self._moments(rows, self._scratch("ones", worker, rows.shape[0], x.dtype, fill=1.0),
-                                     self._scratch("centred", worker, rows.shape[0], x.dtype))
+                r = rows.shape[0]
+                mean_k = self._colsum(rows, worker) * t(1 / r)
+                sq = np.subtract(rows, mean_k, out=self._scratch("centred", worker, r, x.dtype))
+                np.square(sq, out=sq)
+                return r, mean_k, self._colsum(sq, worker)
 
-            stats = pre if pre is not None else parallel.map_spans(moments, self.chunks)
+            stats = parallel.map_spans(moments, self.chunks)
             counts = np.array([r for r, _, _ in stats], np.float64)[:, None]
             means = np.array([mu for _, mu, _ in stats], np.float64)
             mean64 = (counts * means).sum(axis=0) / m
@@ -659,50 +608,26 @@ class BatchNorm(Layer):
         self.mean, self.inv_std, self.training, self.fused_relu = mean, inv_std, training, relu
         return nchw(out) if x.ndim == 4 else out
 
-    def _sums(self, s: int, e: int, g: np.ndarray, gm: np.ndarray, mask: np.ndarray, centred: np.ndarray,
-              ones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """sum(gm) and sum(gm * (x - mu)) over items ``s:e``, where gm is dL/dy ``g`` after the fused
-        ReLU's mask, written into ``gm`` (``mask``, ``centred``, ``ones``: scratch of that size)."""
-        if self.fused_relu:
-            gm = np.multiply(g, np.greater(self._rows(self.out, s, e), 0, out=mask), out=gm)
-        else:
-            gm = g
-        prod = np.subtract(self._rows(self.items, s, e), self.mean, out=centred)
-        prod *= gm
-        return ones @ gm, ones @ prod
-
-    def sums_epilogue(self):
-        """A function ``(s, e, rows, worker, capacity) -> sums`` for the layer before to run on each
-        chunk of the input gradient it computes, this layer's dL/dy (`Conv2D.dx_epilogue`): the first
-        pass of the next backward call, done while that chunk is in cache."""
-
-        def sums(s: int, e: int, rows: np.ndarray, worker: int, capacity: int) -> tuple[np.ndarray, np.ndarray]:
-            r, c = rows.shape[0], self.num_features
-            return self._sums(s, e, rows, rows, self.buf.get(f"epi_mask{worker}", (capacity, c), np.bool_)[:r],
-                              self.buf.get(f"epi_centred_b{worker}", (capacity, c), rows.dtype)[:r],
-                              self.buf.get(f"epi_ones_b{worker}", (capacity,), rows.dtype, fill=1.0)[:r])
-
-        return sums
-
     def backward(self, dout: np.ndarray) -> np.ndarray:
         c = self.num_features
         t = dout.dtype.type
         g = self._items(dout)
-        items, mean, inv_std = self.items, self.mean, self.inv_std
+        items, out, mean, inv_std = self.items, self.out, self.mean, self.inv_std
         m = dout.size // c
         dx = _result(self, "dx", items.shape, dout.dtype)
-        parts, self.precomputed_sums = self.precomputed_sums, None
-        masked = parts is not None  # dout is already gm; else the first pass leaves gm in dx
 
         def sums(s: int, e: int, worker: int) -> tuple[np.ndarray, np.ndarray]:
-            gm = self._rows(dx, s, e)  # gm stays in dx for the second pass
-            r = gm.shape[0]
-            return self._sums(s, e, self._rows(g, s, e), gm, self._scratch("mask", worker, r, np.bool_),
-                              self._scratch("centred", worker, r, dout.dtype),
-                              self._scratch("ones", worker, r, dout.dtype, fill=1.0))
+            """sum(gm) and sum(gm * (x - mu)) of the chunk, where gm is dL/dy after the ReLU's mask
+            (kept in dx for the second pass)."""
+            gm = self._rows(g, s, e)
+            if self.fused_relu:
+                gm = np.multiply(gm, self._rows(out, s, e) > 0, out=self._rows(dx, s, e))
+            prod = np.subtract(self._rows(items, s, e), mean,
+                               out=self._scratch("centred", worker, gm.shape[0], dout.dtype))
+            prod *= gm
+            return self._colsum(gm, worker), self._colsum(prod, worker)
 
-        if parts is None:
-            parts = parallel.map_spans(sums, self.chunks)
+        parts = parallel.map_spans(sums, self.chunks)
         self.grads["beta"][...] = _sum_in_order([p[0] for p in parts])
         self.grads["gamma"][...] = _sum_in_order([p[1] for p in parts]) * inv_std
         scale = self.params["gamma"] * inv_std
@@ -713,7 +638,7 @@ class BatchNorm(Layer):
 
         def grad(s: int, e: int, worker: int) -> None:
             dxc = self._rows(dx, s, e)
-            gm = dxc if self.fused_relu and not masked else self._rows(g, s, e)
+            gm = dxc if self.fused_relu else self._rows(g, s, e)
             if training:
                 tmp = np.subtract(self._rows(items, s, e), mean,
                                   out=self._scratch("centred", worker, dxc.shape[0], dout.dtype))

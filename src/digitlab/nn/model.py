@@ -46,14 +46,6 @@ class Sequential:
         return {i + 1 for i in range(len(self.layers) - 1)
                 if getattr(self.layers[i], "fuses_relu", False) and type(self.layers[i + 1]) is ReLU}
 
-    def _moment_feeds(self) -> set[int]:
-        """Indices of the layers that compute, in training, the batch statistics of the `BatchNorm`
-        right after them, chunk by chunk on their own output while it is in cache: a layer with an
-        ``epilogue`` slot (`Conv2D`) followed by a layer with ``moments_epilogue``."""
-        return {i for i in range(len(self.layers) - 1)
-                if hasattr(self.layers[i], "epilogue") and hasattr(self.layers[i + 1], "moments_epilogue")
-                and getattr(self.layers[i], "out_channels", None) == self.layers[i + 1].num_features}
-
     def _handed_out(self, order, fused: set[int]) -> set[int]:
         """The layers whose result may reach the caller: the last one to run in ``order`` and, while
         that passes on a view of its input (`Flatten`), the one before it."""
@@ -82,7 +74,6 @@ class Sequential:
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         fused = self._fused()
         handed_out = self._handed_out(reversed(range(len(self.layers))), fused)
-        feeds = self._moment_feeds() if training else set()
         for i, layer in enumerate(self.layers):
             if i in fused:
                 continue
@@ -91,17 +82,11 @@ class Sequential:
             layer.reuse_outputs = training and i not in handed_out
             if i + 1 in fused:
                 layer.relu = True
-            if i in feeds:
-                layer.epilogue = self.layers[i + 1].moments_epilogue()
             try:
                 x = layer.forward(x, training)
-                if i in feeds:
-                    self.layers[i + 1].precomputed_moments = layer.epilogue_parts
             finally:
                 if i + 1 in fused:
                     layer.relu = False
-                if i in feeds:
-                    layer.epilogue, layer.epilogue_parts = None, None
                 layer.reuse_outputs = False
         return x
 
@@ -134,19 +119,9 @@ class Sequential:
                     layer.need_input_grad = True
                 return None
             layer.reuse_outputs = i not in handed_out  # the first layer's dL/dx goes to the caller
-            # the next layer to run, if a BatchNorm, gets the first pass of its backward done on each
-            # chunk of this layer's dL/dx while that is in cache (`BatchNorm.sums_epilogue`)
-            nxt = max((j for j in range(stop, i) if j not in fused), default=None)
-            feed = nxt is not None and hasattr(layer, "dx_epilogue") and hasattr(self.layers[nxt], "sums_epilogue")
-            if feed:
-                layer.dx_epilogue = self.layers[nxt].sums_epilogue()
             try:
                 dout = layer.backward(dout)
-                if feed:
-                    self.layers[nxt].precomputed_sums = layer.dx_epilogue_parts
             finally:
-                if feed:
-                    layer.dx_epilogue, layer.dx_epilogue_parts = None, None
                 layer.reuse_outputs = False
         return dout
 
