@@ -281,3 +281,14 @@ def test_numbers_of_different_sizes_on_one_line_are_not_joined():
     small = [digit(170, 20, 7), digit(184, 20, 3)]  # 18 px after the big 2, itself a fifth as tall
     numbers = P.group_numbers(big + small, PipelineConfig())
     assert [n.text for n in numbers] == ["42", "73"]
+
+
+def test_fast_downscale_keeps_the_size_and_the_picture():
+    rng = np.random.default_rng(0)
+    gray = cv2.GaussianBlur((rng.random((721, 1283)) * 255).astype(np.uint8), (0, 0), 3)
+    for side in (640, 352, 416, 1000):
+        exact, s = P.downscale(gray, side)
+        fast, s_fast = P.downscale(gray, side, fast=True)
+        assert s == s_fast and fast.shape == exact.shape and max(fast.shape) == side
+        assert np.abs(fast.astype(int) - exact.astype(int)).mean() < 1.5
+    assert P.downscale(gray, 2000, fast=True)[0] is gray

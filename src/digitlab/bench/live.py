@@ -19,6 +19,7 @@ seeds: share of correct stable readings and flips, after 15 frames of settling.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ def run_live_bench(frames: int = 150, seed: int = 0, stability_seeds: int = 4, s
                  "command": "digitlab bench live --json", "codec": "mp4v", "sizes": [f"{w}x{h}" for h, w in sizes]}
     stability_runs = []
     t_start = time.perf_counter()
+    gc.freeze()  # as `run_live` does: the model and libraries out of the collector's sight
     with tempfile.TemporaryDirectory() as tmp:
         for h, w in sizes:
             key = f"{w}x{h}"

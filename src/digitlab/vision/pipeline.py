@@ -27,6 +27,7 @@ class PipelineConfig:
     """Every parameter of the recogniser in one place."""
 
     max_side: int = 1600            # larger images are downscaled first (boxes still in input pixels)
+    fast_downscale: bool = False    # ... by whole-block averaging then bilinear (see `downscale`): the live loop's
     flatten: bool = True            # divide out the paper background (shadows, gradients)
     background_frac: float = 0.06   # closing kernel (fraction of the longer side): wider than the thickest stroke
     blur_sigma: float = 0.8
@@ -163,14 +164,24 @@ def grayscale(img: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a gray or colour image, got an array of shape {img.shape}")
 
 
-def downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Shrink so the longer side is at most ``max_side``; returns the image and the scale applied."""
+def downscale(gray: np.ndarray, max_side: int, fast: bool = False) -> tuple[np.ndarray, float]:
+    """Shrink so the longer side is at most ``max_side``; returns the image and the scale applied.
+
+    Pixel-area averaging (no aliasing of thin strokes). ``fast``: the integer part of the reduction by
+    area averaging over whole k x k blocks (OpenCV's fast path; a non-integer area resize is 10-40x
+    slower: 3 ms for one 1280x720 frame), the rest (less than 2x) by bilinear interpolation."""
     side = max(gray.shape)
     if side <= max_side:
         return gray, 1.0
     s = max_side / side
-    return cv2.resize(gray, (max(1, round(gray.shape[1] * s)), max(1, round(gray.shape[0] * s))),
-                      interpolation=cv2.INTER_AREA), s
+    size = (max(1, round(gray.shape[1] * s)), max(1, round(gray.shape[0] * s)))
+    k = int(1 / s)
+    if not fast or k * s == 1.0:
+        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), s
+    if k >= 2:  # whole blocks only (at most k - 1 pixels at the right and bottom edges go)
+        h, w = gray.shape[0] // k, gray.shape[1] // k
+        gray = cv2.resize(gray[:h * k, :w * k], (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR), s
 
 
 def estimate_background(gray: np.ndarray, frac: float) -> np.ndarray:

@@ -96,7 +96,7 @@ class Recognizer:
         if cfg.pad:  # plain paper around a crop whose digit fills the frame (a replicated edge would smear it)
             paper = int(np.percentile(gray, 90))
             gray = cv2.copyMakeBorder(gray, cfg.pad, cfg.pad, cfg.pad, cfg.pad, cv2.BORDER_CONSTANT, value=paper)
-        gray, scale = P.downscale(gray, cfg.max_side if max_side is None else max_side)
+        gray, scale = P.downscale(gray, cfg.max_side if max_side is None else max_side, fast=cfg.fast_downscale)
         tick("grayscale")
         ink = P.flatten_illumination(gray, cfg) if cfg.flatten else (255 - gray)
         tick("flatten")
