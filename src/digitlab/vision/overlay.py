@@ -77,11 +77,24 @@ def annotate_live(image: np.ndarray, live, fps: float = 0.0, strip: bool = True,
         cv2.putText(out, "Scanning...", (10, out.shape[0] - 12), cv2.FONT_HERSHEY_SIMPLEX, font, ORANGE,
                     thick + 1, cv2.LINE_AA)
     stages = ("flatten", "threshold", "candidates", "classify", "track") if not debug else tuple(live.ms)
-    hud = f"{fps:4.1f} FPS  " + " ".join(f"{k[:5]} {live.ms[k]:.1f}" for k in stages if k in live.ms)
-    # the status line sits on a dark band of its own, so labels near the top never run into it
-    bar = np.full((int(30 * font) + 6, out.shape[1], 3), 25, np.uint8)
-    cv2.putText(bar, hud, (8, int(22 * font) + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.75 * font, (235, 235, 235), thick,
-                cv2.LINE_AA)
+    # the status lines sit on a dark band of their own, so labels near the top never run into them; as
+    # many lines as the stages need at this width (the band's height is fixed per width and stage list)
+    keys = [k for k in stages if k in live.ms]
+    words = [f"{fps:4.1f} FPS "] + [f"{k[:5]} {live.ms[k]:.1f}" for k in keys]
+    widest = ["888.8 FPS "] + [f"{k[:5]} 888.8" for k in keys]  # line breaks from these: fixed per stage list
+    lines, line, room = [], "", ""
+    for word, wide in zip(words, widest, strict=True):
+        if room and cv2.getTextSize(f"{room} {wide}", cv2.FONT_HERSHEY_SIMPLEX, 0.75 * font, thick)[0][0] \
+                > out.shape[1] - 16:
+            lines.append(line)
+            line, room = "", ""
+        line, room = f"{line} {word}".strip(), f"{room} {wide}".strip()
+    lines.append(line)
+    step = int(30 * font)
+    bar = np.full((step * len(lines) + 6, out.shape[1], 3), 25, np.uint8)
+    for i, text in enumerate(lines):
+        cv2.putText(bar, text, (8, step * i + int(22 * font) + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.75 * font,
+                    (235, 235, 235), thick, cv2.LINE_AA)
     parts = [bar, out]
     if strip:
         parts.append(_live_strip(live, out.shape[1]))
