@@ -132,6 +132,9 @@ BIG_CONV_CASES = [  # always run, whatever hypothesis draws: the largest sizes, 
          g_layout="channels_last", seed=4),
     dict(n=3, cin=4, cout=3, h=9, w=9, k=(1, 3), s=(1, 1), p=(0, 1), bias=True, x_layout="channels_last",
          g_layout="nchw", seed=5),
+    # one input channel (its own transposed gather), strided and padded
+    dict(n=3, cin=1, cout=4, h=9, w=8, k=(3, 2), s=(2, 1), p=(1, 1), bias=True, x_layout="nchw",
+         g_layout="strided", seed=6),
 ]
 
 
