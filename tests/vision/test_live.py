@@ -267,10 +267,15 @@ def test_overlay_colours_say_stable_tentative_rejected(reader_factory):
     assert GREEN in colours(b, stable.box)
     ink = (b[top + 240:, :, 0] > 200).any(axis=0)  # columns of the strip with a digit's bright ink in them
     tiles = int(np.sum(ink[1:] & ~ink[:-1]) + ink[0])
-    assert len(last.inputs) >= 4 and tiles == min(len(last.inputs), (320 - 4) // (56 + 6))  # as many as fit
+    shown = len(last.inputs) + len(last.result.rejected_inputs)
+    assert len(last.inputs) >= 4 and tiles == min(shown, (320 - 4) // (56 + 6))  # as many as fit
     first.result.rejected_boxes.append((5, 5, 30, 30))
+    first.result.rejected_inputs.insert(0, np.ones((28, 28), np.float32))
+    first.inputs.clear()  # the rejected box's input is then the strip's first tile, framed red
     c = annotate_live(src.video.frame(0).image, first)
     assert RED in colours(c, (5, 5, 30, 30))
+    strip = c[top + 240:]
+    assert tuple(int(v) for v in strip[30, 3]) == RED and strip[10:50, 10:50].min() > 200
 
 
 def test_window_keys_save_a_capture_that_review_and_load_read_back(reader_factory, tmp_path, monkeypatch):

@@ -125,15 +125,18 @@ def stage_band(debug: dict, width: int) -> np.ndarray:
 
 
 def _live_strip(live, width: int, tile: int = 56) -> np.ndarray:
-    """A fixed-height band (so a video's frame size never changes) of the frame's 28x28 model inputs."""
+    """A fixed-height band (so a video's frame size never changes) of the frame's 28x28 model inputs:
+    each track's, framed in its state's colour, then the rejected boxes', framed red."""
     band = np.full((tile + 8, width, 3), 40, np.uint8)
     x = 4
     states = {t.id: t.state for t in live.tracks}
-    for tid, img in sorted(live.inputs.items()):
+    tiles = [(img, STATE_COLOURS.get(states.get(tid, ""), ORANGE)) for tid, img in sorted(live.inputs.items())]
+    tiles += [(img, RED) for img in live.result.rejected_inputs]
+    for img, colour in tiles:
         if x + tile + 4 > width:
             break
         t = cv2.resize((img * 255).astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
         band[4:4 + tile, x:x + tile] = t[:, :, None]
-        cv2.rectangle(band, (x - 1, 3), (x + tile, 4 + tile), STATE_COLOURS.get(states.get(tid, ""), ORANGE), 1)
+        cv2.rectangle(band, (x - 1, 3), (x + tile, 4 + tile), colour, 1)
         x += tile + 6
     return band

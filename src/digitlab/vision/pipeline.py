@@ -127,6 +127,7 @@ class PipelineResult:
     rejected_boxes: list[tuple[int, int, int, int]]
     ms: dict[str, float]
     debug: dict[str, np.ndarray] = field(default_factory=dict)
+    rejected_inputs: list[np.ndarray] = field(default_factory=list, repr=False)  # their 28x28 model inputs
 
     def to_json(self, image: str = "") -> dict:
         return {"image": image, "width": self.width, "height": self.height,

@@ -154,7 +154,7 @@ class Recognizer:
             chosen.append((best[1], best[2]))
         probs = np.concatenate([p for p, _ in chosen]) if chosen else all_probs[:0]
         inputs = np.concatenate([x for _, x in chosen]) if chosen else inputs[:0]
-        digits, rejected = [], []
+        digits, rejected, rejected_inputs = [], [], []
         tops = np.argsort(probs[:, :10], axis=1)[:, ::-1][:, :3].tolist()  # each box's three likeliest digits
         not_digit = (probs[:, self.reject_class] >= cfg.not_digit_min).tolist() if self.reject_class is not None \
             else [False] * len(probs)
@@ -163,6 +163,7 @@ class Recognizer:
             digit_p = p[:10].tolist()
             if nd or digit_p[top[0]] < self.threshold:
                 rejected.append(box)
+                rejected_inputs.append(img[0])
                 continue
             digits.append(P.Digit(box, top[0], digit_p[top[0]], [(k, digit_p[k]) for k in top], img[0], p))
         numbers = P.group_numbers(digits, cfg)
@@ -170,7 +171,7 @@ class Recognizer:
         if debug:
             dbg.update({"1_gray": gray, "2_ink": ink, "3_mask": mask})
             dbg["threshold_method"] = np.array(method)
-        return P.PipelineResult(width, height, digits, numbers, len(rejected), rejected, ms, dbg)
+        return P.PipelineResult(width, height, digits, numbers, len(rejected), rejected, ms, dbg, rejected_inputs)
 
     @staticmethod
     def _to_input_box(c: P.Candidate, scale: float, pad: int, width: int, height: int) -> tuple[int, int, int, int]:
