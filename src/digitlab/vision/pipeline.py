@@ -50,6 +50,8 @@ class PipelineConfig:
     max_aspect: float = 6.0         # wider than tall by more than this: a dash or a line
     min_density: float = 0.04
     max_density: float = 0.92
+    grid_density: float = 0.12      # a sparse candidate (ink below this share of its box) ...
+    grid_straight: float = 0.85     # ... whose ink lies this much on lines across the box: grid remnants
     merge_overlap: float = 0.5      # pieces overlapping horizontally by this fraction are one digit
     split_aspect: float = 1.3       # a box wider than this times its height may hold touching digits ...
     split_relative: float = 1.6     # ... and so may one this much wider than the median candidate
@@ -374,6 +376,9 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
         density = float(c.mask.mean()) if c.mask is not None else 0.5
         if not cfg.min_density <= density <= cfg.max_density:
             continue
+        if density < cfg.grid_density and c.w >= 0.35 * c.h and max(c.w, c.h) >= 24 \
+                and straight_share(c.mask) >= cfg.grid_straight:
+            continue  # the crossings of a faint grid left by the threshold: they merge digits into one box
         keep.append(c)
     # a small blob right beside a much bigger candidate is a dot or a stray piece of it, not a digit;
     # small digits elsewhere on the page (other numbers have other sizes) are kept
@@ -389,6 +394,23 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
                 break
     keep = [c for i, c in enumerate(keep) if i not in small_near_big]
     return keep
+
+
+def straight_share(mask: np.ndarray) -> float:
+    """The share of a candidate's ink that lies on straight lines running (nearly) across its whole box:
+    in rows inked over >= 70 % of the box's width or columns over >= 70 % of its height, allowing the
+    line a tilt of a few percent (ink within a band of rows counts for the row). Near 1 for the pieces
+    and crossings of ruled and grid lines; well below for digits (even a 4 or a 7 has strokes that do
+    not run along a row or a column)."""
+    m = mask.astype(np.uint8)
+    h, w = m.shape
+    band = max(1, round(0.04 * max(h, w)))
+    rows = cv2.dilate(m, np.ones((2 * band + 1, 1), np.uint8)).sum(axis=1) >= 0.7 * w
+    cols = cv2.dilate(m, np.ones((1, 2 * band + 1), np.uint8)).sum(axis=0) >= 0.7 * h
+    near_r = cv2.dilate(rows.astype(np.uint8)[:, None], np.ones((2 * band + 1, 1), np.uint8))[:, 0] > 0
+    near_c = cv2.dilate(cols.astype(np.uint8)[None, :], np.ones((1, 2 * band + 1), np.uint8))[0] > 0
+    on = (near_r[:, None] | near_c[None, :]) & (m > 0)
+    return float(on.sum() / max(int(m.sum()), 1))
 
 
 def drop_line_fragments(cands: list[Candidate], ink: np.ndarray, cfg: PipelineConfig) -> list[Candidate]:
