@@ -71,6 +71,7 @@ class PipelineConfig:
     line_overlap: float = 0.5       # boxes share a text line when their vertical overlap exceeds this
     number_gap: float = 0.9         # a gap wider than this times the digit height starts a new number
     number_height_ratio: float = 2.2  # ... and so does a neighbour this many times taller (or shorter)
+    recover_strokes: bool = True    # pen strokes in a dropped blob (digits joined to a line remnant)
     pad: int = 0                    # pad the image with paper before processing (for frame-filling crops)
 
 
@@ -363,25 +364,42 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
     """Drop specks, lines, huge blobs and boxes too empty or too full of ink to be strokes."""
     side = max(shape)
     min_h = max(cfg.min_height_px, cfg.min_height_frac * side)
-    keep = []
-    for c in cands:
+    def passes(c: Candidate) -> str:
         if cfg.drop_border and (c.x == 0 or c.y == 0 or c.x + c.w >= shape[1] or c.y + c.h >= shape[0]):
-            continue
+            return "border"
         if c.h < min_h and c.w < min_h:
-            continue
+            return "small"
         if c.h > cfg.max_height_frac * shape[0] or c.w > cfg.max_height_frac * shape[1]:
-            continue
+            return "huge"
         if c.w > cfg.max_aspect * c.h:
-            continue
+            return "wide"
         density = float(c.mask.mean()) if c.mask is not None else 0.5
         if not cfg.min_density <= density <= cfg.max_density:
-            continue
+            return "density"
         if density < cfg.grid_density and c.w >= 0.35 * c.h and max(c.w, c.h) >= 24 \
                 and straight_share(c.mask) >= cfg.grid_straight:
-            continue  # the crossings of a faint grid left by the threshold: they merge digits into one box
-        keep.append(c)
+            return "grid"  # the crossings of a faint grid left by the threshold: they merge digits into one box
+        return ""
+
+    keep, blobs = [], []
+    for c in cands:
+        why = passes(c)
+        if not why:
+            keep.append(c)
+        elif why != "small" and cfg.recover_strokes and c.mask is not None:
+            blobs.append(c)
+    # digits joined to a blob that is dropped (a shadow's dark strip, a remnant of a ruled line, the
+    # page's edge): the pen strokes in it, without what is much thicker or much thinner than the
+    # page's strokes, may be candidates of their own
+    if blobs and keep:
+        stroke = float(median([_stroke_width(c.mask) for c in keep]))
+        found = [p for b in blobs for p in strokes_of(b, stroke) if not passes(p)]
+        # digits stand in rows: a piece alone is more likely a stroke-wide edge of a shadow
+        keep += [p for p in found if _has_sibling(p, keep + found, p)]
     # a small blob right beside a much bigger candidate is a dot or a stray piece of it, not a digit;
-    # small digits elsewhere on the page (other numbers have other sizes) are kept
+    # small digits elsewhere on the page (other numbers have other sizes) are kept, and so is a small
+    # blob with a sibling of its size beside it on its line: a row of small digits that runs into a
+    # big blob (a shadow, a grid line's remnant, a tall digit of another number) is not its dot
     small_near_big = set()
     for i, c in enumerate(keep):
         for other in keep:
@@ -390,10 +408,44 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
             margin = 0.25 * other.h
             if (other.x - margin <= c.cx <= other.x + other.w + margin
                     and other.y - margin <= c.cy <= other.y + other.h + margin):
-                small_near_big.add(i)
+                if not _has_sibling(c, keep, other):
+                    small_near_big.add(i)
                 break
     keep = [c for i, c in enumerate(keep) if i not in small_near_big]
     return keep
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """A candidate's stroke width: the shorter of its median vertical and horizontal ink runs."""
+    m = mask.astype(np.uint8)
+    return min(_median_run(m), _median_run(np.ascontiguousarray(m.T)))
+
+
+def strokes_of(c: Candidate, stroke: float) -> list[Candidate]:
+    """The pieces of pen stroke in candidate ``c`` (a dropped blob), given the page's stroke width: ink
+    under 0.6 of a stroke thick (a ruled line's remnant, a grid's) goes, and the pieces left are
+    connected components. (Taking away what is much thicker than a stroke, a shadow's dark strip, cost
+    more than it gained: the strokes inside the strip go with it, and its edges are stroke-wide.)"""
+    m = c.mask.astype(np.uint8)
+    k = max(2, int(round(0.6 * stroke)))
+    rest = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
+    if not rest.any() or rest.sum() > 0.98 * m.sum():
+        return []  # nothing to take away: the blob is not digits joined to something else
+    _, pieces = components(rest)
+    return [Candidate(c.x + p.x, c.y + p.y, p.w, p.h, p.mask) for p in pieces]
+
+
+def _has_sibling(c: Candidate, cands: list[Candidate], big: Candidate) -> bool:
+    """Whether another candidate of about ``c``'s height (not ``big``) stands beside it on its line:
+    overlapping it vertically by half the shorter one, at most one height away horizontally."""
+    for s in cands:
+        if s is c or s is big or not 0.6 * c.h <= s.h <= 1.6 * c.h:
+            continue
+        v = min(c.y + c.h, s.y + s.h) - max(c.y, s.y)
+        gap = max(s.x - (c.x + c.w), c.x - (s.x + s.w))
+        if v >= 0.5 * min(c.h, s.h) and gap <= max(c.h, s.h):
+            return True
+    return False
 
 
 def straight_share(mask: np.ndarray) -> float:
