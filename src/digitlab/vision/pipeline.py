@@ -388,9 +388,9 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
             keep.append(c)
         elif why != "small" and cfg.recover_strokes and c.mask is not None:
             blobs.append(c)
-    # digits joined to a blob that is dropped (a shadow's dark strip, a remnant of a ruled line, the
-    # page's edge): the pen strokes in it, without what is much thicker or much thinner than the
-    # page's strokes, may be candidates of their own
+    # digits joined to a blob that is dropped (a remnant of a ruled line or a grid running to the page's
+    # edge): the pen strokes in it, without what is much thinner than the page's strokes, may be
+    # candidates of their own when a sibling of their size stands beside them
     if blobs and keep:
         stroke = float(median([_stroke_width(c.mask) for c in keep]))
         found = [p for b in blobs for p in strokes_of(b, stroke) if not passes(p)]
