@@ -46,3 +46,40 @@ def test_small_digits_in_a_row_beside_a_big_blob_are_kept_a_lone_dot_is_not():
     dot = box(145, 150, 12, 20)
     kept = P.filter_candidates([big, dot], (400, 400), P.PipelineConfig(recover_strokes=False))
     assert len(kept) == 1
+
+
+def _touching_pair() -> np.ndarray:
+    """A 0 and a 1 that touch at a thin neck: a box only about as wide as it is tall."""
+    m = np.zeros((44, 46), np.uint8)
+    cv2.ellipse(m, (15, 22), (12, 19), 0, 0, 360, 1, 4)
+    cv2.line(m, (38, 3), (38, 41), 1, 4)
+    m[20:23, 26:37] = 1  # the neck
+    return m.astype(bool)
+
+
+def test_a_neck_between_touching_digits_is_found_one_digit_has_none():
+    assert P._has_neck(_touching_pair())
+    zero = np.zeros((44, 46), np.uint8)
+    cv2.ellipse(zero, (23, 22), (20, 19), 0, 0, 360, 1, 4)
+    two = np.zeros((44, 46), np.uint8)  # a 2 with a long tail running off to the right
+    cv2.ellipse(two, (14, 26), (10, 10), 0, 0, 360, 1, 4)
+    cv2.line(two, (14, 3), (20, 16), 1, 4)
+    cv2.line(two, (20, 16), (44, 42), 1, 4)
+    for digit in (zero, two):
+        assert not P._has_neck(digit.astype(bool))
+
+
+def test_a_touching_pair_about_as_wide_as_tall_is_offered_a_split():
+    c = P.Candidate(10, 10, 46, 44, _touching_pair())
+    opts = P.split_options([c], P.PipelineConfig())
+    assert len(opts[0]) > 1 and len(opts[0][1]) == 2
+    off = P.split_options([c], P.PipelineConfig(neck_aspect=9.0))
+    assert len(off[0]) == 1
+
+
+def test_an_open_four_has_no_neck():
+    four = np.zeros((44, 40), np.uint8)  # the diagonal ends at the bar, well above the bottom
+    cv2.line(four, (12, 2), (3, 28), 1, 4)
+    cv2.line(four, (3, 28), (38, 28), 1, 4)
+    cv2.line(four, (30, 2), (30, 42), 1, 4)
+    assert not P._has_neck(four.astype(bool))

@@ -54,6 +54,7 @@ class PipelineConfig:
     grid_straight: float = 0.85     # ... whose ink lies this much on lines across the box: grid remnants
     merge_overlap: float = 0.5      # pieces overlapping horizontally by this fraction are one digit
     split_aspect: float = 1.3       # a box wider than this times its height may hold touching digits ...
+    neck_aspect: float = 1.0        # ... and so may one this wide with two digits touching at a neck
     split_relative: float = 1.6     # ... and so may one this much wider than the median candidate
     split_margin: float = 0.05      # a split must raise the mean confidence by this much to be taken
     merge_gap: float = 0.12         # pieces this close (times the taller one's height) may be one digit ...
@@ -644,7 +645,8 @@ def split_options(cands: list[Candidate], cfg: PipelineConfig) -> list[list[list
         opts = [[c]]
         aspect = c.w / max(c.h, 1)
         wide = aspect >= cfg.split_aspect or (len(cands) >= 3 and c.w >= cfg.split_relative * med_w
-                                             and aspect >= 0.8)
+                                             and aspect >= 0.8) \
+            or (aspect >= cfg.neck_aspect and c.mask is not None and _has_neck(c.mask))
         if wide and c.mask is not None:
             guess = max(round(aspect / cfg.digit_aspect), round(c.w / med_w) if len(cands) >= 3 else 2)
             for parts in sorted({2, int(np.clip(guess, 2, 8))}):
@@ -653,6 +655,25 @@ def split_options(cands: list[Candidate], cfg: PipelineConfig) -> list[list[list
                     opts.append(pieces)
         options.append(opts)
     return options
+
+
+def _has_neck(mask: np.ndarray) -> bool:
+    """Whether a box holds two digits that touch at a neck: a column in its middle half whose ink is one
+    short run (under a quarter of the box's height), with ink on either side of it spanning over 0.8 of
+    the box's height. One digit has no such column: its middle columns cross two or more strokes
+    (0, 2, 3, 5, 7, 8, 9) or run tall (1), and where one stroke runs out to a side (a 2's tail, a
+    7's bar, an open 4's bar to its upright) the ink on one side of it is short."""
+    h, w = mask.shape
+    m = np.pad(mask, ((1, 1), (0, 0))).astype(np.int8)
+    runs = (np.diff(m, axis=0) == 1).sum(axis=0)
+    ink = mask.sum(axis=0)
+    for j in range(w // 4, w - w // 4):
+        if runs[j] != 1 or ink[j] > 0.25 * h:
+            continue
+        left, right = np.nonzero(mask[:, :j].any(axis=1))[0], np.nonzero(mask[:, j + 1:].any(axis=1))[0]
+        if left.size and right.size and min(np.ptp(left), np.ptp(right)) + 1 >= 0.8 * h:
+            return True
+    return False
 
 
 def group_numbers(digits: list[Digit], cfg: PipelineConfig) -> list[Number]:
