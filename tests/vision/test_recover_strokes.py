@@ -83,3 +83,11 @@ def test_an_open_four_has_no_neck():
     cv2.line(four, (3, 28), (38, 28), 1, 4)
     cv2.line(four, (30, 2), (30, 42), 1, 4)
     assert not P._has_neck(four.astype(bool))
+
+
+def test_a_thick_neck_between_small_thick_digits_is_found():
+    m = np.zeros((22, 26), np.uint8)  # a small 0 and 1 in a thick pen, touching over a third of the height
+    cv2.ellipse(m, (7, 11), (5, 9), 0, 0, 360, 1, 4)
+    cv2.line(m, (21, 1), (21, 20), 1, 5)
+    m[8:15, 12:20] = 1
+    assert P._has_neck(m.astype(bool))

@@ -659,7 +659,8 @@ def split_options(cands: list[Candidate], cfg: PipelineConfig) -> list[list[list
 
 def _has_neck(mask: np.ndarray) -> bool:
     """Whether a box holds two digits that touch at a neck: a column in its middle half whose ink is one
-    short run (under a quarter of the box's height), with ink on either side of it spanning over 0.8 of
+    short run (under a quarter of the box's height, or under 0.45 of the most ink in a column on either
+    side of it: small digits in a thick pen), with ink on either side of it spanning over 0.8 of
     the box's height. One digit has no such column: its middle columns cross two or more strokes
     (0, 2, 3, 5, 7, 8, 9) or run tall (1), and where one stroke runs out to a side (a 2's tail, a
     7's bar, an open 4's bar to its upright) the ink on one side of it is short."""
@@ -668,7 +669,7 @@ def _has_neck(mask: np.ndarray) -> bool:
     runs = (np.diff(m, axis=0) == 1).sum(axis=0)
     ink = mask.sum(axis=0)
     for j in range(w // 4, w - w // 4):
-        if runs[j] != 1 or ink[j] > 0.25 * h:
+        if runs[j] != 1 or ink[j] > 0.25 * h and ink[j] > 0.45 * min(ink[:j].max(), ink[j + 1:].max()):
             continue
         left, right = np.nonzero(mask[:, :j].any(axis=1))[0], np.nonzero(mask[:, j + 1:].any(axis=1))[0]
         if left.size and right.size and min(np.ptp(left), np.ptp(right)) + 1 >= 0.8 * h:
