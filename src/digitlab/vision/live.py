@@ -45,7 +45,7 @@ class LiveConfig:
     strip: bool = True  # the debug strip of 28x28 model inputs under the frame
     # a stable, confidently read digit whose box has not changed shape is re-read only every
     # (reuse_frames + 1)-th frame, staggered by track id; 0 re-reads every box in every frame
-    reuse_frames: int = 4
+    reuse_frames: int = 6
     reuse_conf: float = 0.9     # ... if its last reading gave its shown label at least this probability
     reuse_iou: float = 0.5      # ... and the candidate overlaps the track's last box this much
     reuse_shape: float = 0.1    # ... and its width and height changed by at most this fraction since then
