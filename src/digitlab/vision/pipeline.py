@@ -50,6 +50,7 @@ class PipelineConfig:
     max_aspect: float = 6.0         # wider than tall by more than this: a dash or a line
     min_density: float = 0.04
     max_density: float = 0.92
+    thin_aspect: float = 0.35       # boxes at most this wide (times their height) are strokes: any density
     grid_density: float = 0.12      # a sparse candidate (ink below this share of its box) ...
     grid_straight: float = 0.85     # ... whose ink lies this much on lines across the box: grid remnants
     merge_overlap: float = 0.5      # pieces overlapping horizontally by this fraction are one digit
@@ -73,6 +74,7 @@ class PipelineConfig:
     number_gap: float = 0.9         # a gap wider than this times the digit height starts a new number
     number_height_ratio: float = 2.2  # ... and so does a neighbour this many times taller (or shorter)
     recover_strokes: bool = True    # pen strokes in a dropped blob (digits joined to a line remnant)
+    rethreshold: bool = True        # ... and digits in a dropped blob by its own threshold (a shadow's band)
     pad: int = 0                    # pad the image with paper before processing (for frame-filling crops)
 
 
@@ -361,8 +363,11 @@ def components(mask: np.ndarray) -> tuple[np.ndarray, list[Candidate]]:
     return labels, cands
 
 
-def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: PipelineConfig) -> list[Candidate]:
-    """Drop specks, lines, huge blobs and boxes too empty or too full of ink to be strokes."""
+def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: PipelineConfig,
+                      ink: np.ndarray | None = None) -> list[Candidate]:
+    """Drop specks, lines, huge blobs and boxes too empty or too full of ink to be strokes. ``ink``: the
+    ink map the mask was thresholded from, for looking again inside the blobs that are dropped
+    (`rethreshold`)."""
     side = max(shape)
     min_h = max(cfg.min_height_px, cfg.min_height_frac * side)
     def passes(c: Candidate) -> str:
@@ -375,7 +380,8 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
         if c.w > cfg.max_aspect * c.h:
             return "wide"
         density = float(c.mask.mean()) if c.mask is not None else 0.5
-        if not cfg.min_density <= density <= cfg.max_density:
+        # a filled box is a blob (a smudge, a shadow's patch), unless it is thin: a straight 1 fills its box
+        if density < cfg.min_density or (density > cfg.max_density and c.w > cfg.thin_aspect * c.h):
             return "density"
         if density < cfg.grid_density and c.w >= 0.35 * c.h and max(c.w, c.h) >= 24 \
                 and straight_share(c.mask) >= cfg.grid_straight:
@@ -387,12 +393,15 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
         why = passes(c)
         if not why:
             keep.append(c)
-        elif why != "small" and cfg.recover_strokes and c.mask is not None:
+        elif why != "small" and (cfg.recover_strokes or cfg.rethreshold) and c.mask is not None:
             blobs.append(c)
     # digits joined to a blob that is dropped (a remnant of a ruled line or a grid running to the page's
     # edge): the pen strokes in it, without what is much thinner than the page's strokes, may be
     # candidates of their own when a sibling of their size stands beside them
-    if blobs and keep:
+    if blobs and ink is not None and cfg.rethreshold:
+        found = [p for b in blobs for p in rethreshold(b, ink) if not passes(p)]
+        keep += [p for p in found if _has_sibling(p, keep + found, p)]
+    if blobs and keep and cfg.recover_strokes:
         stroke = float(median([_stroke_width(c.mask) for c in keep]))
         found = [p for b in blobs for p in strokes_of(b, stroke) if not passes(p)]
         # digits stand in rows: a piece alone is more likely a stroke-wide edge of a shadow
@@ -414,6 +423,22 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
                 break
     keep = [c for i, c in enumerate(keep) if i not in small_near_big]
     return keep
+
+
+def rethreshold(c: Candidate, ink: np.ndarray) -> list[Candidate]:
+    """Digits inside a dropped blob that a shadow joined (its edge left a band of faint "ink" that the
+    page's threshold took): Otsu's threshold on the blob's own ink separates the pen's strokes from the
+    faint band; the pieces above it are the candidates. Nothing when the blob's ink is not two-level."""
+    crop = ink[c.y:c.y + c.h, c.x:c.x + c.w]
+    values = crop[c.mask]
+    if values.size < 64:
+        return []
+    t, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    strong = (crop > t) & c.mask
+    if not strong.any() or strong.sum() > 0.9 * values.size:
+        return []
+    _, pieces = components(strong.view(np.uint8) * np.uint8(255))
+    return [Candidate(c.x + p.x, c.y + p.y, p.w, p.h, p.mask) for p in pieces]
 
 
 def _stroke_width(mask: np.ndarray) -> float:

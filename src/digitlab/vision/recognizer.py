@@ -109,7 +109,7 @@ class Recognizer:
         mask = P.clean(mask, cfg)
         tick("morphology")
         _, cands = P.components(mask)
-        cands = P.filter_candidates(cands, mask.shape, cfg)
+        cands = P.filter_candidates(cands, mask.shape, cfg, ink)
         cands = P.drop_line_fragments(cands, ink, cfg)
         cands = P.merge_pieces(cands, cfg)
         options = P.merge_options(cands, P.split_options(cands, cfg), cfg)
