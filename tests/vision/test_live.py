@@ -265,8 +265,8 @@ def test_overlay_colours_say_stable_tentative_rejected(reader_factory):
     assert ORANGE in colours(a, t0.box)
     stable = next(t for t in last.tracks if t.state == "stable")
     assert GREEN in colours(b, stable.box)
-    ink = (b[top + 240:, :, 0] > 200).any(axis=0)  # columns of the strip with a digit's bright ink in them
-    tiles = int(np.sum(ink[1:] & ~ink[:-1]) + ink[0])
+    edge = (b[top + 240 + 3] != 40).any(axis=1)  # the strip's row of the tiles' top frame edges (band grey 40)
+    tiles = int(np.sum(edge[1:] & ~edge[:-1]) + edge[0])
     shown = len(last.inputs) + len(last.result.rejected_inputs)
     assert len(last.inputs) >= 4 and tiles == min(shown, (320 - 4) // (56 + 6))  # as many as fit
     first.result.rejected_boxes.append((5, 5, 30, 30))

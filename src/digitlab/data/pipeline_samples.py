@@ -101,8 +101,7 @@ def page_samples(image: np.ndarray, truth, cfg=None) -> tuple[np.ndarray, np.nda
     class (0-9 digit, 10 not a digit) and kind (`KINDS`); candidates no label fits are left out.
     ``truth``: ``[(box, label), ...]`` in the image's pixels."""
     from digitlab.vision import pipeline as P
-    from digitlab.vision.normalize import to_mnist
-    from digitlab.vision.recognizer import Recognizer
+    from digitlab.vision.recognizer import Recognizer, candidate_input
 
     cfg = cfg or P.PipelineConfig()
     ink, scale, options = pipeline_candidates(image, cfg)
@@ -118,8 +117,7 @@ def page_samples(image: np.ndarray, truth, cfg=None) -> tuple[np.ndarray, np.nda
                 kind, label = label_candidate(box, truth)
                 if kind < 0:
                     continue
-                xs.append(to_mnist(ink[c.y:c.y + c.h, c.x:c.x + c.w], c.mask, stroke=cfg.stroke_norm,
-                                   deskew_digit=cfg.deskew, thin_min=cfg.stroke_thin_min, floor=cfg.contrast_floor))
+                xs.append(candidate_input(ink, c, cfg))
                 ys.append(label if kind == 0 else 10)
                 ks.append(kind)
     if not xs:

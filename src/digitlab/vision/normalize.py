@@ -61,10 +61,13 @@ def _percentile95(values: np.ndarray) -> float:
 
 
 def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int = 20, frame: int = 28,
-             stroke: bool = True, deskew_digit: bool = False, thin_min: int = 0, floor: float = 0.0) -> np.ndarray:
+             stroke: bool = True, deskew_digit: bool = False, thin_min: int = 0, floor: float = 0.0,
+             fringe: int = 0) -> np.ndarray:
     """A crop of ink (float or uint8, ink bright on dark, any size) -> 28x28 float32 in [0, 1] like MNIST.
 
-    ``mask``: the binary ink of the digit in the crop (others' ink is zeroed); ``stroke``: thicken or thin
+    ``mask``: the binary ink of the digit in the crop (others' ink is zeroed), grown by ``fringe`` pixels
+    so that the faint anti-aliased edge of its strokes, which the threshold cut off and MNIST's digits
+    have, stays (a faint stroke, like a 5's light bar, stays whole); ``stroke``: thicken or thin
     the strokes toward MNIST's width before scaling (thinning only crops whose longer side is at
     least ``thin_min`` px: in a small blurred crop a thinned stroke closes its loops);
     ``deskew_digit``: shear upright first; ``floor``: ink below this fraction of the stroke's level (its
@@ -72,7 +75,10 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
     """
     ink = ink.astype(np.float32)
     if mask is not None:
-        ink = ink * (mask > 0)
+        mask = (mask > 0).view(np.uint8) if mask.dtype == bool else (mask > 0).astype(np.uint8)
+        if fringe > 0:
+            mask = cv2.dilate(mask, np.ones((2 * fringe + 1, 2 * fringe + 1), np.uint8))
+        ink = ink * mask
     out = np.zeros((frame, frame), np.float32)
     ink = _tight(ink, 0.05 * max(float(ink.max()), 1e-6))
     if ink is None:

@@ -63,6 +63,7 @@ class PipelineConfig:
     fragment_height: float = 0.7    # two close pieces shorter than this times the digits beside them: one digit?
     digit_aspect: float = 0.72      # typical width / height of one handwritten digit
     stroke_norm: bool = True
+    mask_fringe: int = 1            # the digit's mask grown by this many pixels for the model's input (faint edges)
     stroke_thin_min: int = 45       # stroke normalisation thins only crops this tall (px) or more: small
                                     # blurred digits thinned become blobs the model rejects
     contrast_floor: float = 0.0     # ink below this fraction of the stroke level fades out (off: a small

@@ -13,6 +13,12 @@ from digitlab.vision import pipeline as P
 from digitlab.vision.normalize import to_mnist
 
 
+def candidate_input(ink: np.ndarray, c: P.Candidate, cfg: P.PipelineConfig) -> np.ndarray:
+    """The 28x28 model input of one candidate: its ink under its mask, normalised as `PipelineConfig` says."""
+    return to_mnist(ink[c.y:c.y + c.h, c.x:c.x + c.w], c.mask, stroke=cfg.stroke_norm, deskew_digit=cfg.deskew,
+                    thin_min=cfg.stroke_thin_min, floor=cfg.contrast_floor, fringe=cfg.mask_fringe)
+
+
 def default_model_path() -> Path:
     from digitlab.data.mnist import repo_root
 
@@ -125,9 +131,7 @@ class Recognizer:
                     inputs[i, 0] = hit[1]
         todo = [i for i in range(len(flat)) if i not in known]
         for i in todo:
-            c = flat[i]
-            inputs[i, 0] = to_mnist(ink[c.y:c.y + c.h, c.x:c.x + c.w], c.mask, stroke=cfg.stroke_norm,
-                                    deskew_digit=cfg.deskew, thin_min=cfg.stroke_thin_min, floor=cfg.contrast_floor)
+            inputs[i, 0] = candidate_input(ink, flat[i], cfg)
         tick("normalize")
         if known:
             all_probs = np.zeros((len(flat), 11 if self.reject_class is not None else 10), np.float32)
