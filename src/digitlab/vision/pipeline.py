@@ -57,7 +57,7 @@ class PipelineConfig:
     split_aspect: float = 1.3       # a box wider than this times its height may hold touching digits ...
     neck_aspect: float = 1.0        # ... and so may one this wide with two digits touching at a neck
     split_relative: float = 1.6     # ... and so may one this much wider than the median candidate
-    split_margin: float = 0.05      # a split must raise the mean confidence by this much to be taken
+    split_margin: float = 0.1       # a split must raise the mean confidence by this much to be taken
     merge_gap: float = 0.12         # pieces this close (times the taller one's height) may be one digit ...
     merge_margin: float = 0.15      # ... when reading them as one raises the mean confidence by this much
     fragment_height: float = 0.7    # two close pieces shorter than this times the digits beside them: one digit?
