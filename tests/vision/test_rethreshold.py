@@ -33,11 +33,29 @@ def test_digits_in_a_shadow_band_are_found_by_the_blob_own_threshold():
     assert len(off) == 3
 
 
-def test_a_blob_with_one_level_of_ink_gives_nothing():
+def test_with_every_recovery_on_each_digit_of_the_band_is_one_box():
+    ink, mask = _shadowed_row()
+    _, cands = P.components(mask)
+    kept = P.filter_candidates(cands, mask.shape, P.PipelineConfig(), ink)  # stroke recovery on as well
+    band = [c for c in kept if c.y > 100]
+    assert len(band) == 3 and len(kept) == 6
+
+
+def test_a_blob_without_two_levels_of_ink_gives_nothing():
     ink = np.zeros((100, 100), np.uint8)
     ink[20:80, 20:80] = 120
     c = P.Candidate(20, 20, 60, 60, np.ones((60, 60), bool))
     assert P.rethreshold(c, ink) == []
+    assert P.rethreshold(P.Candidate(20, 20, 60, 60, None), ink) == []
+
+
+def test_a_textured_blob_gives_no_candidate():
+    rng = np.random.default_rng(0)
+    ink = np.zeros((300, 300), np.uint8)
+    ink[100:200, 100:200] = np.clip(rng.normal(120, 30, (100, 100)), 60, 200).astype(np.uint8)  # a smudge
+    _, cands = P.components((ink > 50).astype(np.uint8) * 255)
+    assert P.filter_candidates(cands, ink.shape, P.PipelineConfig(), ink) == []
+    assert P.rethreshold(P.Candidate(20, 20, 60, 60, None), ink) == []
 
 
 def test_a_thin_full_one_is_kept_a_full_square_is_not():

@@ -7,6 +7,7 @@ start, NumPy backend included); each command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -83,6 +84,7 @@ def cmd_train_torch(args) -> int:
     check_amp(args.amp, device)
     init_distributed(dist, device)
     say = (lambda text: _say(args, text)) if dist.main else (lambda text: None)
+    trainer = model = best = None
     try:
         train = _load_data(args.data, "train", args.val_size)
         val = _load_data(args.data, "val", args.val_size)
@@ -138,6 +140,10 @@ def cmd_train_torch(args) -> int:
         _, test_acc = trainer.evaluate(x_test, y_test, module=to_module(best).to(device), shard=False)
         return finish_training(args, best, out, history, seconds, test_acc, _machine(device))
     finally:
+        # the DDP module and its pending gloo work go before the process group does, not at interpreter
+        # exit (where gloo's threads releasing tensors was seen to abort the process)
+        trainer = model = best = None
+        gc.collect()
         close_distributed(dist)
 
 

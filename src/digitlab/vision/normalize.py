@@ -67,19 +67,22 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
 
     ``mask``: the binary ink of the digit in the crop (others' ink is zeroed), grown by ``fringe`` pixels
     so that the faint anti-aliased edge of its strokes, which the threshold cut off and MNIST's digits
-    have, stays (a faint stroke, like a 5's light bar, stays whole); ``stroke``: thicken or thin
+    have, stays (a faint stroke, like a 5's light bar, stays whole; ink of another stroke within
+    ``fringe`` pixels of the digit comes in with it); ``stroke``: thicken or thin
     the strokes toward MNIST's width before scaling (thinning only crops whose longer side is at
     least ``thin_min`` px: in a small blurred crop a thinned stroke closes its loops);
     ``deskew_digit``: shear upright first; ``floor``: ink below this fraction of the stroke's level (its
     95th percentile) fades to paper, the rest is stretched to [0, 1] (a blurred stroke's halo goes).
     """
+    out = np.zeros((frame, frame), np.float32)
+    if ink.size == 0:  # a box with no pixels (clamped at the image's edge): nothing to read
+        return out
     ink = ink.astype(np.float32)
     if mask is not None:
         mask = (mask > 0).view(np.uint8) if mask.dtype == bool else (mask > 0).astype(np.uint8)
-        if fringe > 0:
+        if fringe > 0 and mask.size:
             mask = cv2.dilate(mask, np.ones((2 * fringe + 1, 2 * fringe + 1), np.uint8))
         ink = ink * mask
-    out = np.zeros((frame, frame), np.float32)
     ink = _tight(ink, 0.05 * max(float(ink.max()), 1e-6))
     if ink is None:
         return out

@@ -396,14 +396,23 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
             keep.append(c)
         elif why != "small" and (cfg.recover_strokes or cfg.rethreshold) and c.mask is not None:
             blobs.append(c)
+    # digits that a shadow's edge joined into one dropped blob: the blob's own threshold parts them, and
+    # pieces with a sibling of their size beside them are candidates; a blob that gave some is done
+    if blobs and ink is not None and cfg.rethreshold:
+        found = {id(b): [p for p in rethreshold(b, ink) if not passes(p)] for b in blobs}
+        pieces = [p for ps in found.values() for p in ps]
+        taken = [p for p in pieces if _has_sibling(p, keep + pieces, p)]
+        done = {id(b) for b in blobs if any(p in taken for p in found[id(b)])}
+        blobs = [b for b in blobs if id(b) not in done]
+        stroke_ref = list(keep)
+        keep += taken
+    else:
+        stroke_ref = keep
     # digits joined to a blob that is dropped (a remnant of a ruled line or a grid running to the page's
     # edge): the pen strokes in it, without what is much thinner than the page's strokes, may be
     # candidates of their own when a sibling of their size stands beside them
-    if blobs and ink is not None and cfg.rethreshold:
-        found = [p for b in blobs for p in rethreshold(b, ink) if not passes(p)]
-        keep += [p for p in found if _has_sibling(p, keep + found, p)]
-    if blobs and keep and cfg.recover_strokes:
-        stroke = float(median([_stroke_width(c.mask) for c in keep]))
+    if blobs and stroke_ref and cfg.recover_strokes:
+        stroke = float(median([_stroke_width(c.mask) for c in stroke_ref]))
         found = [p for b in blobs for p in strokes_of(b, stroke) if not passes(p)]
         # digits stand in rows: a piece alone is more likely a stroke-wide edge of a shadow
         keep += [p for p in found if _has_sibling(p, keep + found, p)]
@@ -429,13 +438,18 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
 def rethreshold(c: Candidate, ink: np.ndarray) -> list[Candidate]:
     """Digits inside a dropped blob that a shadow joined (its edge left a band of faint "ink" that the
     page's threshold took): Otsu's threshold on the blob's own ink separates the pen's strokes from the
-    faint band; the pieces above it are the candidates. Nothing when the blob's ink is not two-level."""
-    crop = ink[c.y:c.y + c.h, c.x:c.x + c.w]
-    values = crop[c.mask]
-    if values.size < 64:
+    faint band; the pieces above it are the candidates. Nothing when the blob's ink has no clear second
+    level (Otsu's separability under 0.6, as for a flat smudge) or is nearly all above the threshold. (A
+    textured blob still falls into specks here, which `filter_candidates` drops as too small.)"""
+    if c.mask is None:
+        return []
+    mask = c.mask.astype(bool)
+    crop = to_uint8(ink[c.y:c.y + c.h, c.x:c.x + c.w])
+    values = crop[mask]
+    if values.size < 64 or bimodality(values.reshape(-1, 1)) < 0.6:
         return []
     t, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    strong = (crop > t) & c.mask
+    strong = (crop > t) & mask
     if not strong.any() or strong.sum() > 0.9 * values.size:
         return []
     _, pieces = components(strong.view(np.uint8) * np.uint8(255))

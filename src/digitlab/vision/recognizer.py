@@ -14,7 +14,11 @@ from digitlab.vision.normalize import to_mnist
 
 
 def candidate_input(ink: np.ndarray, c: P.Candidate, cfg: P.PipelineConfig) -> np.ndarray:
-    """The 28x28 model input of one candidate: its ink under its mask, normalised as `PipelineConfig` says."""
+    """The 28x28 model input of one candidate: its ink under its mask, normalised as `PipelineConfig` says.
+    The crop is the box itself, so the mask's fringe takes the faint edge of strokes inside the box (a
+    5's light bar that the threshold cut, the edges between strokes), not beyond its sides. (A crop one
+    pixel wider read seed 1's pages worse, 93.5 -> 92.9 % exact numbers, with the model fine-tuned on
+    this one.)"""
     return to_mnist(ink[c.y:c.y + c.h, c.x:c.x + c.w], c.mask, stroke=cfg.stroke_norm, deskew_digit=cfg.deskew,
                     thin_min=cfg.stroke_thin_min, floor=cfg.contrast_floor, fringe=cfg.mask_fringe)
 
