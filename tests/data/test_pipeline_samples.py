@@ -11,9 +11,9 @@ from digitlab.data.pipeline_samples import (
     make_pipeline_samples,
     page_samples,
     page_seed,
-    pipeline_candidates,
 )
 from digitlab.data.scenes import DIFFICULTIES, render_scene
+from digitlab.vision.pipeline import PipelineConfig, find_candidates
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_label_candidate_kinds():
 
 def test_candidates_of_an_empty_page():
     blank = np.full((200, 300, 3), 230, np.uint8)
-    ink, scale, options = pipeline_candidates(blank)
-    assert options == [] and scale == 1.0 and ink.shape == (200, 300)
+    found = find_candidates(blank, PipelineConfig())
+    assert found.options == [] and found.scale == 1.0 and found.ink.shape == (200, 300)
     x, y, k = page_samples(blank, [])
     assert x.shape == (0, 1, 28, 28) and len(y) == len(k) == 0

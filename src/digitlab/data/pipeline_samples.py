@@ -30,31 +30,8 @@ POSITIVE_IOU = 0.6
 PIECE_AREA = 0.5
 
 
-def pipeline_candidates(image: np.ndarray, cfg=None):
-    """The recogniser's stages up to the candidates (as `Recognizer.__call__` runs them): returns the
-    ink map, the working scale and, per candidate, its options (itself, its splits, a merge)."""
-    import cv2
-
-    from digitlab.vision import pipeline as P
-
-    cfg = cfg or P.PipelineConfig()
-    gray = P.grayscale(image)
-    if cfg.pad:
-        paper = int(np.percentile(gray, 90))
-        gray = cv2.copyMakeBorder(gray, cfg.pad, cfg.pad, cfg.pad, cfg.pad, cv2.BORDER_CONSTANT, value=paper)
-    gray, scale = P.downscale(gray, cfg.max_side)
-    ink = P.flatten_illumination(gray, cfg) if cfg.flatten else (255 - gray)
-    ink = P.blur(ink, cfg)
-    mask, _ = P.binarize(ink, cfg)
-    if cfg.remove_lines:
-        mask = P.remove_lines(mask, cfg)
-    mask = P.clean(mask, cfg)
-    _, cands = P.components(mask)
-    cands = P.filter_candidates(cands, mask.shape, cfg, ink)
-    cands = P.drop_line_fragments(cands, ink, cfg)
-    cands = P.merge_pieces(cands, cfg)
-    options = P.merge_options(cands, P.split_options(cands, cfg), cfg)
-    return ink, scale, options
+def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 1, 28, 28), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
 
 
 def _iou(a, b) -> float:
@@ -104,7 +81,8 @@ def page_samples(image: np.ndarray, truth, cfg=None) -> tuple[np.ndarray, np.nda
     from digitlab.vision.recognizer import Recognizer, candidate_input
 
     cfg = cfg or P.PipelineConfig()
-    ink, scale, options = pipeline_candidates(image, cfg)
+    found = P.find_candidates(image, cfg)  # the recogniser's own stages
+    ink, scale, options = found.ink, found.scale, found.options
     height, width = image.shape[:2]
     seen, xs, ys, ks = set(), [], [], []
     for opts in options:
@@ -121,7 +99,7 @@ def page_samples(image: np.ndarray, truth, cfg=None) -> tuple[np.ndarray, np.nda
                 ys.append(label if kind == 0 else 10)
                 ks.append(kind)
     if not xs:
-        return np.zeros((0, 1, 28, 28), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return _empty()
     return np.stack(xs)[:, None].astype(np.float32), np.array(ys, np.int64), np.array(ks, np.int64)
 
 
@@ -147,5 +125,5 @@ def make_pipeline_samples(pages: int, seed: int = 0, source: str = "train", cfg=
             n = sum(len(v) for v in ys)
             log(f"pipeline samples ({source}): {i + 1}/{pages} pages, {n} inputs, {time.perf_counter() - t0:.0f} s")
     if not xs:
-        return np.zeros((0, 1, 28, 28), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return _empty()
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ks)

@@ -84,7 +84,7 @@ def cmd_train_torch(args) -> int:
     check_amp(args.amp, device)
     init_distributed(dist, device)
     say = (lambda text: _say(args, text)) if dist.main else (lambda text: None)
-    trainer = model = best = None
+    trainer = None
     try:
         train = _load_data(args.data, "train", args.val_size)
         val = _load_data(args.data, "val", args.val_size)
@@ -142,7 +142,7 @@ def cmd_train_torch(args) -> int:
     finally:
         # the DDP module and its pending gloo work go before the process group does, not at interpreter
         # exit (where gloo's threads releasing tensors was seen to abort the process)
-        trainer = model = best = None
+        trainer = None
         gc.collect()
         close_distributed(dist)
 

@@ -79,8 +79,8 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray | None = None, *, box_size: int =
         return out
     ink = ink.astype(np.float32)
     if mask is not None:
-        mask = (mask > 0).view(np.uint8) if mask.dtype == bool else (mask > 0).astype(np.uint8)
-        if fringe > 0 and mask.size:
+        mask = (mask > 0).view(np.uint8)
+        if fringe > 0:
             mask = cv2.dilate(mask, np.ones((2 * fringe + 1, 2 * fringe + 1), np.uint8))
         ink = ink * mask
     ink = _tight(ink, 0.05 * max(float(ink.max()), 1e-6))

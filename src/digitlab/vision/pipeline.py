@@ -143,6 +143,47 @@ class PipelineResult:
                 "ms": {k: round(v, 2) for k, v in self.ms.items()}}
 
 
+@dataclass
+class Stages:
+    """What the stages up to the candidates made of one image (`find_candidates`), at the working
+    resolution: the intermediate images (for ``--debug``), the scale, and every candidate's readings."""
+
+    gray: np.ndarray
+    ink: np.ndarray     # flattened, blurred ink map, ink bright
+    mask: np.ndarray    # binary ink, lines removed, cleaned
+    method: str         # the threshold method `binarize` used
+    scale: float        # working pixels per input pixel
+    options: list[list[list[Candidate]]]  # per candidate: itself, its splits, a merge (see `split_options`)
+
+
+def find_candidates(image: np.ndarray, cfg: PipelineConfig, max_side: int | None = None,
+                    tick=lambda stage: None) -> Stages:
+    """Every stage from the image to the candidates and their readings, in order; ``tick(stage)`` after
+    each (the recogniser times them). ``max_side``: this call's working resolution instead of the config's."""
+    gray = grayscale(image)
+    if cfg.pad:  # plain paper around a crop whose digit fills the frame (a replicated edge would smear it)
+        paper = int(np.percentile(gray, 90))
+        gray = cv2.copyMakeBorder(gray, cfg.pad, cfg.pad, cfg.pad, cfg.pad, cv2.BORDER_CONSTANT, value=paper)
+    gray, scale = downscale(gray, cfg.max_side if max_side is None else max_side, fast=cfg.fast_downscale)
+    tick("grayscale")
+    ink = flatten_illumination(gray, cfg) if cfg.flatten else (255 - gray)
+    tick("flatten")
+    ink = blur(ink, cfg)
+    tick("blur")
+    mask, method = binarize(ink, cfg)
+    tick("threshold")
+    if cfg.remove_lines:
+        mask = remove_lines(mask, cfg)
+    mask = clean(mask, cfg)
+    tick("morphology")
+    _, cands = components(mask)
+    cands = filter_candidates(cands, mask.shape, cfg, ink)
+    cands = drop_line_fragments(cands, ink, cfg)
+    cands = merge_pieces(cands, cfg)
+    options = merge_options(cands, split_options(cands, cfg), cfg)
+    return Stages(gray, ink, mask, method, scale, options)
+
+
 # -- stages --------------------------------------------------------------------------------------
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """uint8 from uint8, uint16 (high byte) or float (in [0, 1] when its maximum is at most 1, else [0, 255])."""
@@ -398,21 +439,18 @@ def filter_candidates(cands: list[Candidate], shape: tuple[int, int], cfg: Pipel
             blobs.append(c)
     # digits that a shadow's edge joined into one dropped blob: the blob's own threshold parts them, and
     # pieces with a sibling of their size beside them are candidates; a blob that gave some is done
+    passed = list(keep)  # the page's own candidates: its stroke width, below
     if blobs and ink is not None and cfg.rethreshold:
-        found = {id(b): [p for p in rethreshold(b, ink) if not passes(p)] for b in blobs}
-        pieces = [p for ps in found.values() for p in ps]
-        taken = [p for p in pieces if _has_sibling(p, keep + pieces, p)]
-        done = {id(b) for b in blobs if any(p in taken for p in found[id(b)])}
-        blobs = [b for b in blobs if id(b) not in done]
-        stroke_ref = list(keep)
-        keep += taken
-    else:
-        stroke_ref = keep
+        found = [[p for p in rethreshold(b, ink) if not passes(p)] for b in blobs]
+        pieces = [p for ps in found for p in ps]
+        taken = [[p for p in ps if _has_sibling(p, passed + pieces, p)] for ps in found]
+        keep += [p for ps in taken for p in ps]
+        blobs = [b for b, ps in zip(blobs, taken, strict=True) if not ps]
     # digits joined to a blob that is dropped (a remnant of a ruled line or a grid running to the page's
     # edge): the pen strokes in it, without what is much thinner than the page's strokes, may be
     # candidates of their own when a sibling of their size stands beside them
-    if blobs and stroke_ref and cfg.recover_strokes:
-        stroke = float(median([_stroke_width(c.mask) for c in stroke_ref]))
+    if blobs and passed and cfg.recover_strokes:
+        stroke = float(median([_stroke_width(c.mask) for c in passed]))
         found = [p for b in blobs for p in strokes_of(b, stroke) if not passes(p)]
         # digits stand in rows: a piece alone is more likely a stroke-wide edge of a shadow
         keep += [p for p in found if _has_sibling(p, keep + found, p)]
@@ -452,7 +490,12 @@ def rethreshold(c: Candidate, ink: np.ndarray) -> list[Candidate]:
     strong = (crop > t) & mask
     if not strong.any() or strong.sum() > 0.9 * values.size:
         return []
-    _, pieces = components(strong.view(np.uint8) * np.uint8(255))
+    return _pieces(c, strong.view(np.uint8) * np.uint8(255))
+
+
+def _pieces(c: Candidate, mask: np.ndarray) -> list[Candidate]:
+    """The connected components of ``mask`` (an ink mask over ``c``'s box) as candidates of the page."""
+    _, pieces = components(mask)
     return [Candidate(c.x + p.x, c.y + p.y, p.w, p.h, p.mask) for p in pieces]
 
 
@@ -472,8 +515,7 @@ def strokes_of(c: Candidate, stroke: float) -> list[Candidate]:
     rest = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
     if not rest.any() or rest.sum() > 0.98 * m.sum():
         return []  # nothing to take away: the blob is not digits joined to something else
-    _, pieces = components(rest)
-    return [Candidate(c.x + p.x, c.y + p.y, p.w, p.h, p.mask) for p in pieces]
+    return _pieces(c, rest)
 
 
 def _has_sibling(c: Candidate, cands: list[Candidate], big: Candidate) -> bool:

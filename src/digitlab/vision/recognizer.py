@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from digitlab.errors import DigitlabError
@@ -102,27 +101,8 @@ class Recognizer:
             t = now
 
         height, width = image.shape[:2]
-        gray = P.grayscale(image)
-        if cfg.pad:  # plain paper around a crop whose digit fills the frame (a replicated edge would smear it)
-            paper = int(np.percentile(gray, 90))
-            gray = cv2.copyMakeBorder(gray, cfg.pad, cfg.pad, cfg.pad, cfg.pad, cv2.BORDER_CONSTANT, value=paper)
-        gray, scale = P.downscale(gray, cfg.max_side if max_side is None else max_side, fast=cfg.fast_downscale)
-        tick("grayscale")
-        ink = P.flatten_illumination(gray, cfg) if cfg.flatten else (255 - gray)
-        tick("flatten")
-        ink = P.blur(ink, cfg)
-        tick("blur")
-        mask, method = P.binarize(ink, cfg)
-        tick("threshold")
-        if cfg.remove_lines:
-            mask = P.remove_lines(mask, cfg)
-        mask = P.clean(mask, cfg)
-        tick("morphology")
-        _, cands = P.components(mask)
-        cands = P.filter_candidates(cands, mask.shape, cfg, ink)
-        cands = P.drop_line_fragments(cands, ink, cfg)
-        cands = P.merge_pieces(cands, cfg)
-        options = P.merge_options(cands, P.split_options(cands, cfg), cfg)
+        found = P.find_candidates(image, cfg, max_side, tick)
+        ink, scale, options = found.ink, found.scale, found.options
         flat = [c for opts in options for opt in opts for c in opt]
         tick("candidates")
         inputs = np.zeros((len(flat), 1, 28, 28), np.float32)
@@ -177,8 +157,8 @@ class Recognizer:
         numbers = P.group_numbers(digits, cfg)
         tick("group")
         if debug:
-            dbg.update({"1_gray": gray, "2_ink": ink, "3_mask": mask})
-            dbg["threshold_method"] = np.array(method)
+            dbg.update({"1_gray": found.gray, "2_ink": ink, "3_mask": found.mask})
+            dbg["threshold_method"] = np.array(found.method)
         return P.PipelineResult(width, height, digits, numbers, len(rejected), rejected, ms, dbg, rejected_inputs)
 
     @staticmethod
